@@ -1,0 +1,249 @@
+"""Network files in and out: official pickles (read safely) and styleforge's safetensors + JSON checkpoints.
+
+``load_network(path)`` accepts either format and decides by the file's content, not its name.
+Our format is one ``.safetensors`` file holding every network of a snapshot under ``<name>.<param>`` keys
+(``G_ema.synthesis.b4.const``...), with a JSON record in the metadata that names each network's ``arch`` and
+config, so the modules rebuild without executing anything from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from ..errors import NetworkFormatError
+from ..utils.fileio import atomic_path
+from . import discriminator as _d  # noqa: F401  (registers the architectures)
+from . import generator as _g  # noqa: F401
+from .config import build_network, network_spec
+from .official import (
+    discriminator_config_from_official,
+    generator_config_from_official,
+    read_official_pickle,
+)
+
+FORMAT_NAME = "styleforge"
+FORMAT_VERSION = 1
+NETWORK_KEYS = ("G", "D", "G_ema")
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class NetworkBundle:
+    """All networks of one file plus plain-data extras (training_set_kwargs, augment_pipe settings...)."""
+
+    networks: Dict[str, nn.Module] = field(default_factory=dict)
+    extra: Dict[str, Any] = field(default_factory=dict)
+    tensors_extra: Dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. augment_pipe.p
+    source_format: str = ""
+
+    def generator(self) -> nn.Module:
+        for key in ("G_ema", "G"):
+            if key in self.networks:
+                return self.networks[key]
+        raise KeyError("no generator in this file")
+
+
+def sniff_format(path: PathLike) -> str:
+    """'safetensors', 'pickle', 'zip' (a torch.save file), 'empty' or 'unknown', from the first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        return "empty"
+    if head[:2] == b"PK":
+        return "zip"
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+        return "pickle"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if 2 <= n < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    return "unknown"
+
+
+def _load_into(net: nn.Module, tensors: Dict[str, torch.Tensor], where: str) -> None:
+    own = dict(net.named_parameters())
+    own.update(dict(net.named_buffers()))
+    missing = sorted(set(own) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
+        raise NetworkFormatError(f"{where}: tensors do not match the network config ({'; '.join(parts)})")
+    for name, t in tensors.items():
+        if tuple(own[name].shape) != tuple(t.shape):
+            raise NetworkFormatError(
+                f"{where}: {name} has shape {list(t.shape)}, the config expects {list(own[name].shape)}"
+            )
+    net.load_state_dict(tensors, strict=True, assign=True)
+
+
+def _build(arch: str, config: Dict[str, Any], tensors: Dict[str, torch.Tensor], where: str) -> nn.Module:
+    try:
+        with torch.device("meta"):
+            net = build_network(arch, config)
+    except (KeyError, ValueError, TypeError) as e:
+        raise NetworkFormatError(f"{where}: cannot build network from its config ({e})") from None
+    _load_into(net, tensors, where)
+    # Parameters loaded with assign=True keep requires_grad=False when the source tensors had it; make
+    # the module look like a freshly built one.
+    for p in net.parameters():
+        p.requires_grad_(True)
+    return net.eval()
+
+
+def _official_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundle:
+    name = os.fspath(path)
+    with open(path, "rb") as f:
+        data = read_official_pickle(f, name=name)
+    bundle = NetworkBundle(source_format="official-pickle")
+    wanted = [which] if which else list(NETWORK_KEYS)
+    for key in wanted:
+        rec = data.modules.get(key)
+        if rec is None:
+            continue
+        where = f"{name} [{key}]"
+        try:
+            if rec.class_name == "Generator":
+                cfg = generator_config_from_official(rec.init_kwargs)
+                arch = "stylegan2.generator"
+            elif rec.class_name == "Discriminator":
+                cfg = discriminator_config_from_official(rec.init_kwargs)
+                arch = "stylegan2.discriminator"
+            else:
+                raise NetworkFormatError(f"unexpected module class {rec.class_name!r}")
+        except NetworkFormatError as e:
+            raise NetworkFormatError(f"{where}: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise NetworkFormatError(f"{where}: malformed constructor settings ({e})") from None
+        bundle.networks[key] = _build(arch, cfg, rec.named_tensors(), where)
+    if which and which not in bundle.networks:
+        raise NetworkFormatError(f"{name}: has no network {which!r} (it has {sorted(data.modules)})")
+    bundle.extra["training_set_kwargs"] = data.training_set_kwargs
+    aug = data.modules.get("augment_pipe")
+    if aug is not None:
+        bundle.extra["augment_pipe"] = {"class_name": aug.class_name, "init_kwargs": aug.init_kwargs}
+        for k, t in aug.named_tensors().items():
+            bundle.tensors_extra["augment_pipe." + k] = t
+    return bundle
+
+
+def _safetensors_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundle:
+    from safetensors import SafetensorError, safe_open
+
+    name = os.fspath(path)
+    try:
+        with safe_open(name, framework="pt") as f:
+            meta = f.metadata() or {}
+            if FORMAT_NAME not in meta:
+                raise NetworkFormatError(f"{name}: a safetensors file, but not a styleforge checkpoint (no metadata)")
+            info = json.loads(meta[FORMAT_NAME])
+            nets = info.get("networks") or {}
+            keys = list(f.keys())
+            wanted = [which] if which else list(nets)
+            bundle = NetworkBundle(source_format="styleforge-safetensors", extra=info.get("extra") or {})
+            for key in wanted:
+                if key not in nets:
+                    raise NetworkFormatError(f"{name}: has no network {key!r} (it has {sorted(nets)})")
+                prefix = key + "."
+                tensors = {k[len(prefix):]: f.get_tensor(k) for k in keys if k.startswith(prefix)}
+                spec = nets[key]
+                bundle.networks[key] = _build(spec["arch"], spec["config"], tensors, f"{name} [{key}]")
+            for k in keys:
+                if k.split(".", 1)[0] not in nets:
+                    bundle.tensors_extra[k] = f.get_tensor(k)
+    except SafetensorError as e:
+        raise NetworkFormatError(f"{name}: corrupt or truncated safetensors file ({e}); re-create it") from None
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        raise NetworkFormatError(f"{name}: corrupt styleforge metadata ({e})") from None
+    if info.get("format_version", 0) > FORMAT_VERSION:
+        raise NetworkFormatError(f"{name}: written by a newer styleforge (format {info['format_version']}); upgrade")
+    return bundle
+
+
+def load_networks(path: PathLike, which: Optional[str] = None) -> NetworkBundle:
+    """Load every network (or only ``which``) from an official pickle or a styleforge checkpoint."""
+    path = Path(path)
+    if not path.exists():
+        raise NetworkFormatError(f"{path}: no such file; check the path or pass a network name")
+    if path.is_dir():
+        raise NetworkFormatError(f"{path}: is a directory, expected a network file (.pkl or .safetensors)")
+    kind = sniff_format(path)
+    if kind == "empty":
+        raise NetworkFormatError(f"{path}: the file is empty (interrupted download?); re-download it")
+    if kind == "pickle":
+        return _official_to_bundle(path, which)
+    if kind == "safetensors":
+        return _safetensors_to_bundle(path, which)
+    if kind == "zip":
+        raise NetworkFormatError(
+            f"{path}: a torch.save zip archive; styleforge reads official network pickles and its own "
+            ".safetensors checkpoints (convert state dicts with styleforge.networks.save_networks)"
+        )
+    raise NetworkFormatError(f"{path}: not a network file (neither an official .pkl nor a styleforge .safetensors)")
+
+
+def load_network(path: PathLike, which: Optional[str] = None, device: Union[str, torch.device, None] = None) -> nn.Module:
+    """Load one network, by default the generator (``G_ema``, else ``G``), in eval mode on ``device``."""
+    bundle = load_networks(path, which=which or None) if which else _load_generator_bundle(path)
+    net = bundle.networks[which] if which else bundle.generator()
+    if device is not None:
+        net = net.to(device)
+    return net
+
+
+def _load_generator_bundle(path: PathLike) -> NetworkBundle:
+    try:
+        return load_networks(path, which="G_ema")
+    except NetworkFormatError as e:
+        if "has no network 'G_ema'" not in str(e):
+            raise
+        return load_networks(path, which="G")
+
+
+def save_networks(
+    path: PathLike,
+    networks: Dict[str, nn.Module],
+    extra: Optional[Dict[str, Any]] = None,
+    tensors_extra: Optional[Dict[str, torch.Tensor]] = None,
+) -> Path:
+    """Write ``networks`` (name -> module) to one safetensors checkpoint, atomically."""
+    from safetensors.torch import save_file
+
+    tensors: Dict[str, torch.Tensor] = {}
+    specs = {}
+    for key, net in networks.items():
+        if "." in key:
+            raise ValueError(f"network name {key!r} must not contain a dot")
+        specs[key] = network_spec(net)
+        for n, t in list(net.named_parameters()) + list(net.named_buffers()):
+            tensors[f"{key}.{n}"] = t.detach().to("cpu").contiguous().clone()
+    for k, t in (tensors_extra or {}).items():
+        tensors[k] = t.detach().to("cpu").contiguous().clone()
+    meta = {
+        FORMAT_NAME: json.dumps(
+            {"format_version": FORMAT_VERSION, "networks": specs, "extra": extra or {}}, sort_keys=True
+        )
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def convert_network(src: PathLike, dst: PathLike) -> NetworkBundle:
+    """Read any supported network file and write every network in it to a styleforge checkpoint."""
+    bundle = load_networks(src)
+    save_networks(dst, bundle.networks, extra=bundle.extra, tensors_extra=bundle.tensors_extra)
+    return bundle

@@ -1,0 +1,88 @@
+"""Typed network configs and the registry that rebuilds any styleforge network from ``(arch, config)``.
+
+Every network class registers under an ``arch`` name (``stylegan2.generator``, later ``segan.generator``,
+``dcgan.generator``...). A checkpoint stores that name and the config as JSON next to the weights, so
+``build_network(arch, config_dict)`` recreates the exact module without any code from the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, Callable, Dict, Type
+
+from torch import nn
+
+_REGISTRY: Dict[str, Type[nn.Module]] = {}
+
+
+def register_network(arch: str) -> Callable[[Type[nn.Module]], Type[nn.Module]]:
+    """Class decorator: make ``cls`` loadable by :func:`build_network` under ``arch``."""
+
+    def deco(cls):
+        if arch in _REGISTRY and _REGISTRY[arch] is not cls:
+            raise ValueError(f"network arch {arch!r} is already registered")
+        cls.arch = arch
+        _REGISTRY[arch] = cls
+        return cls
+
+    return deco
+
+
+def registered_archs() -> Dict[str, Type[nn.Module]]:
+    return dict(_REGISTRY)
+
+
+def build_network(arch: str, config: Dict[str, Any]) -> nn.Module:
+    """Instantiate the registered network ``arch`` from a plain-dict config."""
+    if arch not in _REGISTRY:
+        raise KeyError(f"unknown network arch {arch!r}; known: {sorted(_REGISTRY)}")
+    cls = _REGISTRY[arch]
+    return cls(cls.config_class.from_dict(config))
+
+
+def network_spec(net: nn.Module) -> Dict[str, Any]:
+    """The ``{'arch': ..., 'config': {...}}`` record that rebuilds ``net``."""
+    return {"arch": type(net).arch, "config": net.config.to_dict()}
+
+
+class ConfigBase:
+    """Mixin for config dataclasses: strict, nested conversion to and from plain JSON-able dicts."""
+
+    def to_dict(self) -> Dict[str, Any]:
+        return _to_plain(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]):
+        if isinstance(d, cls):
+            return d
+        if not isinstance(d, dict):
+            raise TypeError(f"{cls.__name__} expects a dict, got {type(d).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown settings {sorted(unknown)}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in d:
+                continue
+            v = d[f.name]
+            t = hints[f.name]
+            if isinstance(t, type) and dataclasses.is_dataclass(t) and isinstance(v, dict):
+                v = t.from_dict(v) if hasattr(t, "from_dict") else t(**v)
+            kwargs[f.name] = v
+        obj = cls(**kwargs)
+        if hasattr(obj, "validate"):
+            obj.validate()
+        return obj
+
+
+def _to_plain(x):
+    if dataclasses.is_dataclass(x):
+        return {f.name: _to_plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    return x

@@ -1,0 +1,226 @@
+"""The StyleGAN2 generator: mapping network + synthesis network (architectures skip, orig, resnet).
+
+Contract shared with every styleforge tool:
+``G.mapping(z, c, truncation_psi=1, truncation_cutoff=None) -> ws [N, num_ws, w_dim]``,
+``G.synthesis(ws, noise_mode='const') -> img [N, C, H, W]`` in about [-1, 1], and ``G(z, c, ...)``.
+The constructor takes one :class:`GeneratorConfig`, which is stored with the weights.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ConfigBase, register_network
+from .layers import Conv2dLayer, MappingConfig, MappingNetwork, SynthesisLayer, ToRGBLayer
+from .ops import setup_filter, upsample2d
+
+NOISE_MODES = ("const", "random", "none")
+ARCHITECTURES_G = ("skip", "orig", "resnet")
+
+
+@dataclass
+class SynthesisConfig(ConfigBase):
+    """Constructor settings of the synthesis network."""
+
+    channel_base: int = 32768  # channels at resolution r: min(channel_base // r, channel_max)
+    channel_max: int = 512
+    num_fp16_res: int = 0  # highest resolutions that may run in fp16 (only with fp16=True)
+    conv_clamp: Optional[float] = None  # clamp conv outputs to +-this (always applied when set)
+    architecture: str = "skip"
+    resample_filter: List[int] = field(default_factory=lambda: [1, 3, 3, 1])
+    use_noise: bool = True
+    activation: str = "lrelu"
+
+
+@dataclass
+class GeneratorConfig(ConfigBase):
+    """Everything needed to rebuild a StyleGAN2 generator."""
+
+    z_dim: int = 512
+    c_dim: int = 0
+    w_dim: int = 512
+    img_resolution: int = 1024
+    img_channels: int = 3
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
+
+    def validate(self) -> None:
+        r = self.img_resolution
+        if r < 4 or r & (r - 1):
+            raise ValueError(f"img_resolution must be a power of two >= 4, got {r}")
+        if self.synthesis.architecture not in ARCHITECTURES_G:
+            raise ValueError(f"synthesis architecture must be one of {ARCHITECTURES_G}")
+
+
+def channels_at(res: int, channel_base: int, channel_max: int) -> int:
+    return min(channel_base // res, channel_max)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the synthesis network: [up-conv], conv, [ToRGB], with the image skip path."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        is_last: bool,
+        architecture: str,
+        resample_filter,
+        conv_clamp: Optional[float],
+        use_fp16: bool,
+        use_noise: bool,
+        activation: str,
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.resolution = resolution
+        self.is_last = is_last
+        self.architecture = architecture
+        self.use_fp16 = use_fp16
+        self.register_buffer("resample_filter", setup_filter(resample_filter))
+        layer_kw = dict(use_noise=use_noise, activation=activation, resample_filter=resample_filter, conv_clamp=conv_clamp)
+        self.num_conv = 0
+        self.num_torgb = 0
+        if in_channels == 0:
+            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+        else:
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **layer_kw)
+            self.num_conv += 1
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **layer_kw)
+        self.num_conv += 1
+        if is_last or architecture == "skip":
+            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+            self.num_torgb += 1
+        if in_channels != 0 and architecture == "resnet":
+            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2, resample_filter=resample_filter)
+
+    def forward(
+        self,
+        x: Optional[torch.Tensor],
+        img: Optional[torch.Tensor],
+        ws: torch.Tensor,
+        noise_mode: str = "const",
+        fp16: bool = False,
+        fused_modconv: Optional[bool] = None,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        w_iter = iter(ws.unbind(dim=1))
+        dtype = torch.float16 if (self.use_fp16 and fp16) else torch.float32
+        n = ws.shape[0]
+        if fused_modconv is None:
+            # Per-sample kernels (one grouped conv) pay off at batch 1; larger batches share one kernel.
+            fused_modconv = (not self.training) and n == 1
+        if self.in_channels == 0:
+            x = self.const.to(dtype).unsqueeze(0).repeat([n, 1, 1, 1])
+        else:
+            x = x.to(dtype)
+        kw = dict(noise_mode=noise_mode, fused=fused_modconv)
+        if self.in_channels == 0:
+            x = self.conv1(x, next(w_iter), **kw)
+        elif self.architecture == "resnet":
+            y = self.skip(x, gain=np.sqrt(0.5))
+            x = self.conv0(x, next(w_iter), **kw)
+            x = self.conv1(x, next(w_iter), gain=np.sqrt(0.5), **kw)
+            x = y + x
+        else:
+            x = self.conv0(x, next(w_iter), **kw)
+            x = self.conv1(x, next(w_iter), **kw)
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        if self.is_last or self.architecture == "skip":
+            y = self.torgb(x, next(w_iter), fused=fused_modconv).to(torch.float32)
+            img = img + y if img is not None else y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    """ws [N, num_ws, w_dim] -> image, block by block from 4x4 up to img_resolution."""
+
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, cfg: SynthesisConfig):
+        super().__init__()
+        self.w_dim = w_dim
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        log2 = int(np.log2(img_resolution))
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
+        fp16_resolution = max(2 ** (log2 + 1 - cfg.num_fp16_res), 8)
+        self.num_ws = 0
+        for res in self.block_resolutions:
+            in_ch = channels_at(res // 2, cfg.channel_base, cfg.channel_max) if res > 4 else 0
+            out_ch = channels_at(res, cfg.channel_base, cfg.channel_max)
+            block = SynthesisBlock(
+                in_ch, out_ch, w_dim, res, img_channels, is_last=(res == img_resolution),
+                architecture=cfg.architecture, resample_filter=cfg.resample_filter, conv_clamp=cfg.conv_clamp,
+                use_fp16=(res >= fp16_resolution), use_noise=cfg.use_noise, activation=cfg.activation,
+            )
+            self.num_ws += block.num_conv
+            if res == img_resolution:
+                self.num_ws += block.num_torgb
+            setattr(self, f"b{res}", block)
+
+    def forward(
+        self, ws: torch.Tensor, noise_mode: str = "const", fp16: bool = False, fused_modconv: Optional[bool] = None
+    ) -> torch.Tensor:
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
+            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        ws = ws.to(torch.float32)
+        x = img = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            x, img = block(x, img, cur, noise_mode=noise_mode, fp16=fp16, fused_modconv=fused_modconv)
+        return img
+
+
+@register_network("stylegan2.generator")
+class Generator(nn.Module):
+    """StyleGAN2(-ADA) generator. Build with ``Generator(GeneratorConfig(...))``."""
+
+    config_class = GeneratorConfig
+    has_w_space = True
+
+    def __init__(self, config: Optional[GeneratorConfig] = None, **overrides):
+        super().__init__()
+        cfg = config if config is not None else GeneratorConfig()
+        if overrides:
+            cfg = GeneratorConfig.from_dict({**cfg.to_dict(), **overrides})
+        cfg.validate()
+        self.config = cfg
+        self.z_dim = cfg.z_dim
+        self.c_dim = cfg.c_dim
+        self.w_dim = cfg.w_dim
+        self.img_resolution = cfg.img_resolution
+        self.img_channels = cfg.img_channels
+        self.synthesis = SynthesisNetwork(cfg.w_dim, cfg.img_resolution, cfg.img_channels, cfg.synthesis)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, self.num_ws, cfg.mapping)
+
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: Optional[torch.Tensor] = None,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: Optional[int] = None,
+        noise_mode: str = "const",
+        fp16: bool = False,
+        fused_modconv: Optional[bool] = None,
+        update_w_avg: bool = True,
+    ) -> torch.Tensor:
+        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_w_avg=update_w_avg)
+        return self.synthesis(ws, noise_mode=noise_mode, fp16=fp16, fused_modconv=fused_modconv)
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping.w_avg

@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic file writes, the weights/network cache, seed and shard parsing, devices."""

@@ -1,0 +1,142 @@
+"""One cache for weights and networks, and the single helper every tool uses to find a file.
+
+``resolve_file(spec)`` accepts a local path, a known name (``ffhq``, ``vgg16``...) or a URL. It looks in
+the given path, then in the cache (``$STYLEFORGE_CACHE``, default ``~/.cache/styleforge``), and downloads
+only when the user allows it (``--allow-download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), verifying a
+sha256 when one is known. Offline, the error names the file, where to put it, and the URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+from ..errors import StyleforgeError
+from .fileio import atomic_path
+
+
+@dataclass(frozen=True)
+class KnownFile:
+    url: str
+    filename: str
+    sha256: Optional[str] = None
+    what: str = ""
+
+
+_NV = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained"
+
+# Published files users commonly want. Checksums are filled in where we could verify them; without one the
+# download is still atomic and size-checked, and its sha256 is printed so users can pin it.
+KNOWN_FILES: Dict[str, KnownFile] = {
+    "ffhq": KnownFile(f"{_NV}/ffhq.pkl", "ffhq.pkl", what="FFHQ 1024x1024 StyleGAN2-ADA generator"),
+    "metfaces": KnownFile(f"{_NV}/metfaces.pkl", "metfaces.pkl", what="MetFaces 1024x1024"),
+    "afhqcat": KnownFile(f"{_NV}/afhqcat.pkl", "afhqcat.pkl", what="AFHQ Cat 512x512"),
+    "afhqdog": KnownFile(f"{_NV}/afhqdog.pkl", "afhqdog.pkl", what="AFHQ Dog 512x512"),
+    "afhqwild": KnownFile(f"{_NV}/afhqwild.pkl", "afhqwild.pkl", what="AFHQ Wild 512x512"),
+    "brecahad": KnownFile(f"{_NV}/brecahad.pkl", "brecahad.pkl", what="BreCaHAD 512x512"),
+    "cifar10": KnownFile(f"{_NV}/cifar10.pkl", "cifar10.pkl", what="CIFAR-10 32x32, class-conditional"),
+    "vgg16": KnownFile(f"{_NV}/metrics/vgg16.pt", "vgg16.pt", what="VGG16 LPIPS feature network (TorchScript)"),
+    "inception": KnownFile(
+        f"{_NV}/metrics/inception-2015-12-05.pt", "inception-2015-12-05.pt", what="Inception-v3 FID features"
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """The styleforge cache folder (created on demand)."""
+    env = os.environ.get("STYLEFORGE_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "styleforge"
+
+
+def downloads_allowed(flag: Optional[bool] = None) -> bool:
+    if flag:
+        return True
+    return os.environ.get("STYLEFORGE_ALLOW_DOWNLOAD", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _is_url(s: str) -> bool:
+    return urllib.parse.urlparse(s).scheme in ("http", "https")
+
+
+def resolve_file(spec: str, allow_download: Optional[bool] = None, what: str = "file") -> Path:
+    """Return a local path for ``spec`` (path, known name or URL), downloading only if allowed."""
+    spec = os.fspath(spec)
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    known = KNOWN_FILES.get(spec.lower()) if not _is_url(spec) else None
+    if known is None and not _is_url(spec):
+        hint = f"; known names: {', '.join(sorted(KNOWN_FILES))}" if os.sep not in spec and "." not in spec else ""
+        raise StyleforgeError(f"{spec}: no such {what}{hint}")
+    if known is not None:
+        url, filename, sha = known.url, known.filename, known.sha256
+    else:
+        url = spec
+        filename = os.path.basename(urllib.parse.urlparse(url).path) or "download"
+        sha = None
+    target = cache_dir() / filename
+    if target.exists() and target.stat().st_size > 0:
+        return target
+    if not downloads_allowed(allow_download):
+        raise StyleforgeError(
+            f"{filename} is not in the cache: put it at {target} (or pass its local path), or allow the "
+            f"download from {url} with --allow-download / STYLEFORGE_ALLOW_DOWNLOAD=1"
+        )
+    return download(url, target, sha256=sha)
+
+
+def download(url: str, target: Path, sha256: Optional[str] = None, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``target`` atomically, with a progress bar and an optional checksum."""
+    from tqdm import tqdm
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(target) as tmp:
+            with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
+                total = int(r.headers.get("Content-Length") or 0) or None
+                with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+                    while True:
+                        b = r.read(1 << 20)
+                        if not b:
+                            break
+                        out.write(b)
+                        bar.update(len(b))
+            if total is not None and tmp.stat().st_size != total:
+                raise StyleforgeError(f"{url}: download was cut short; try again")
+            digest = sha256_of(tmp)
+            if sha256 and digest != sha256:
+                raise StyleforgeError(f"{url}: checksum mismatch (got {digest}, expected {sha256}); try again")
+    except OSError as e:
+        raise StyleforgeError(
+            f"{url}: download failed ({getattr(e, 'reason', e)}); download it yourself and put it at {target}"
+        ) from None
+    return target
+
+
+def copy_into_cache(src: Path, filename: Optional[str] = None) -> Path:
+    """Copy a local file into the cache (used by tools that want a stable location)."""
+    dst = cache_dir() / (filename or src.name)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return dst
