@@ -13,7 +13,9 @@ from torch import nn
 from .config import ConfigBase, register_network
 from .generator import channels_at
 from .layers import Conv2dLayer, FullyConnectedLayer, MappingConfig, MappingNetwork, MinibatchStdLayer
-from .ops import downsample2d, setup_filter
+import contextlib
+
+from .ops import downsample2d, reference_fir, setup_filter
 
 ARCHITECTURES_D = ("resnet", "orig", "skip")
 
@@ -172,7 +174,8 @@ class Discriminator(nn.Module):
         if img.ndim != 4 or list(img.shape[1:]) != expect:
             raise ValueError(f"D expects images [N, {', '.join(map(str, expect))}], got {list(img.shape)}")
         x = None
-        for res in self.block_resolutions:
-            x, img = getattr(self, f"b{res}")(x, img, fp16=fp16)
+        with reference_fir() if fp16 else contextlib.nullcontext():
+            for res in self.block_resolutions:
+                x, img = getattr(self, f"b{res}")(x, img, fp16=fp16)
         cmap = self.mapping(None, c) if self.c_dim > 0 else None
         return self.b4(x, img, cmap)

@@ -18,7 +18,9 @@ from torch import nn
 
 from .config import ConfigBase, register_network
 from .layers import Conv2dLayer, MappingConfig, MappingNetwork, SynthesisLayer, ToRGBLayer
-from .ops import setup_filter, upsample2d
+import contextlib
+
+from .ops import reference_fir, setup_filter, upsample2d
 
 NOISE_MODES = ("const", "random", "none")
 ARCHITECTURES_G = ("skip", "orig", "resnet")
@@ -116,8 +118,10 @@ class SynthesisBlock(nn.Module):
         dtype = torch.float16 if (self.use_fp16 and fp16) else torch.float32
         n = ws.shape[0]
         if fused_modconv is None:
-            # Per-sample kernels (one grouped conv) pay off at batch 1; larger batches share one kernel.
-            fused_modconv = (not self.training) and n == 1
+            if fp16:  # the official mixed-precision rule, so that --fp16 reproduces official fp16 outputs
+                fused_modconv = (not self.training) and (dtype == torch.float32 or n == 1)
+            else:  # per-sample kernels (one grouped conv) pay off at batch 1; larger batches share one kernel
+                fused_modconv = (not self.training) and n == 1
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat([n, 1, 1, 1])
         else:
@@ -176,11 +180,12 @@ class SynthesisNetwork(nn.Module):
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-            w_idx += block.num_conv
-            x, img = block(x, img, cur, noise_mode=noise_mode, fp16=fp16, fused_modconv=fused_modconv)
+        with reference_fir() if fp16 else contextlib.nullcontext():
+            for res in self.block_resolutions:
+                block = getattr(self, f"b{res}")
+                cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+                w_idx += block.num_conv
+                x, img = block(x, img, cur, noise_mode=noise_mode, fp16=fp16, fused_modconv=fused_modconv)
         return img
 
 

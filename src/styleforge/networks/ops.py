@@ -9,8 +9,10 @@ in place of the generic one; both agree to float rounding and the generic one st
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -153,6 +155,20 @@ def _fir_valid_1d(x: torch.Tensor, taps: Sequence[float], dim: int) -> torch.Ten
     return out
 
 
+_FAST_FIR = contextvars.ContextVar("styleforge_fast_fir", default=True)
+
+
+@contextlib.contextmanager
+def reference_fir() -> Iterator[None]:
+    """Within this block every FIR resampling uses the reference formulation (bit-for-bit op order of the
+    official code). Used for ``fp16=True``, where fp16 rounding would amplify float-order differences."""
+    token = _FAST_FIR.set(False)
+    try:
+        yield
+    finally:
+        _FAST_FIR.reset(token)
+
+
 def upfirdn2d(
     x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding=0, gain: float = 1.0
 ) -> torch.Tensor:
@@ -161,11 +177,12 @@ def upfirdn2d(
     For an outer-product filter (StyleGAN2's [1,3,3,1]) the 2-D FIR is run as two 1-D passes of shifted
     slice sums, which avoids the slow depthwise convolution kernels on CPU. Upsampling by 2 is done in
     polyphase form (no zero-inserted tensor is ever built) and downsampling by 2 computes only the kept
-    samples.
+    samples. Used on CPU; other devices run the reference (their depthwise convolutions are fast).
     """
     px0, px1, py0, py1 = _parse_padding(padding)
-    v = _separable_taps(f) if f.ndim == 2 and f.shape[0] <= 8 else None
-    if v is None or x.dtype not in (torch.float32, torch.float64) or up not in (1, 2) or down not in (1, 2):
+    fast = _FAST_FIR.get() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    v = _separable_taps(f) if fast and f.ndim == 2 and f.shape[0] <= 8 else None
+    if v is None or up not in (1, 2) or down not in (1, 2):
         return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, gain=gain)
     g1 = math.sqrt(gain)
     taps = (v.flip(0) * g1).tolist()  # true convolution: flip the (symmetric) kernel
@@ -343,7 +360,12 @@ def modulated_conv2d(
 
     if not fused:
         dcoefs = None
-        if demodulate:
+        if demodulate and x.dtype == torch.float16:
+            # exact op order of the official mixed-precision path (fp16 rounding amplifies any reordering)
+            wm = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+            dcoefs = (wm.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+        elif demodulate:
+            # sum_{i,k} (w_oik s_ni)^2 = s_n^2 . sum_k w_oik^2 : no per-sample kernels needed
             wsq = weight.square().sum(dim=[2, 3])  # [O, I]
             dcoefs = (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
@@ -365,5 +387,6 @@ def modulated_conv2d(
     x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n)
     x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
-        x = x + noise
+        # Add in the noise's precision and round once to x's dtype (what an in-place add into fp16 does).
+        x = x + noise if x.dtype == noise.dtype else (x.to(noise.dtype) + noise).to(x.dtype)
     return x

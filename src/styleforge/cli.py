@@ -1,0 +1,26 @@
+"""The ``styleforge`` console command: one click group, one subcommand per tool.
+
+Each subcommand is the same click command as the matching ``scripts/<tool>.py``; both parse flags and call
+one library function, then print where the results went.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .commands.convert import convert_cmd, info_cmd
+from .commands.generate import generate_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="styleforge")
+def main():
+    """styleforge: StyleGAN2-ADA networks in pure PyTorch (generate, convert, project, edit, train)."""
+
+
+main.add_command(generate_cmd, "generate")
+main.add_command(convert_cmd, "convert")
+main.add_command(info_cmd, "info")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Click commands, one module per tool; shared by ``scripts/*.py`` and the ``styleforge`` command."""

@@ -1,0 +1,49 @@
+"""``convert`` (any network file -> styleforge .safetensors) and ``info`` (what a network file holds)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..utils.cli import user_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("src", metavar="SRC")
+@click.argument("dst", type=click.Path(dir_okay=False), metavar="DST.safetensors")
+@click.option("--allow-download", is_flag=True, default=None, help="Allow downloading SRC if it is a name or URL.")
+@user_errors
+def convert_cmd(src, dst, allow_download):
+    """Convert an official network pickle (or any network file) to a styleforge checkpoint.
+
+    The pickle is read safely: its embedded code is never executed. Every network in it (G, D, G_ema) is
+    written, bit-identical, with its config as JSON metadata.
+    """
+    from ..networks.checkpoint import convert_network
+    from ..utils.cache import resolve_file
+
+    path = resolve_file(src, allow_download, what="network file")
+    bundle = convert_network(path, dst)
+    click.echo(f"wrote {', '.join(bundle.networks)} to {dst}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("network", metavar="NETWORK")
+@user_errors
+def info_cmd(network):
+    """Print the networks, configs and sizes inside a network file (JSON)."""
+    from ..networks.checkpoint import load_networks
+    from ..networks.config import network_spec
+    from ..utils.cache import resolve_file
+
+    bundle = load_networks(resolve_file(network, False, what="network file"))
+    out = {"format": bundle.source_format, "networks": {}, "extra": bundle.extra}
+    for k, net in bundle.networks.items():
+        spec = network_spec(net)
+        spec["parameters"] = sum(p.numel() for p in net.parameters())
+        for attr in ("num_ws", "z_dim", "w_dim", "c_dim", "img_resolution", "img_channels"):
+            if hasattr(net, attr):
+                spec[attr] = getattr(net, attr)
+        out["networks"][k] = spec
+    click.echo(json.dumps(out, indent=2))

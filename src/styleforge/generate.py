@@ -1,0 +1,238 @@
+"""Image generation from a network file: seeds or saved latents in, PNGs (+ grid, latents, JSON) out.
+
+This is the library behind ``scripts/generate.py`` / ``styleforge generate``. For an official pickle and
+the official flags it writes the official file names (``seed0000.png``, ``proj00.png``) with the official
+pixel conversion, and z for seed ``s`` is drawn exactly as the official script draws it
+(``numpy.random.RandomState(s).randn(1, z_dim)``), so the image for a seed does not depend on the batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .errors import StyleforgeError
+from .utils.cli import resolve_device, shard_items
+from .utils.fileio import ensure_outdir, save_image, save_json, save_npz
+
+
+def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
+    """The official latent for ``seed``: ``RandomState(seed).randn(1, z_dim)`` (float64), as a [z_dim] row."""
+    return np.random.RandomState(seed).randn(1, z_dim)[0]
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """[N, C, H, W] float in ~[-1, 1] -> [N, H, W, C] uint8 exactly as official generate.py converts."""
+    x = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
+    return x.cpu().numpy()
+
+
+def make_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, pad: int = 0) -> np.ndarray:
+    """Tile equally sized HWC uint8 images into one image (row-major)."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to tile")
+    cols = cols or int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    h, w, c = images[0].shape
+    grid = np.zeros((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), dtype=np.uint8)
+    for i, im in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = im
+    return grid
+
+
+def load_generator(network: Optional[Union[str, os.PathLike]], device=None, allow_download: Optional[bool] = None):
+    """Resolve ``network`` (path, known name, URL or None for the bundled default) and load its generator."""
+    from .assets import default_network_path
+    from .networks.checkpoint import load_network
+    from .utils.cache import resolve_file
+
+    path = default_network_path() if network is None else resolve_file(str(network), allow_download, what="network file")
+    G = load_network(path)
+    if device is not None:
+        G = G.to(device)
+    return G.eval().requires_grad_(False), Path(path)
+
+
+def class_label(G, class_idx: Optional[int], device) -> Optional[torch.Tensor]:
+    """One-hot [1, c_dim] label for conditional networks (with the checks and messages users need)."""
+    c_dim = getattr(G, "c_dim", 0)
+    if c_dim == 0:
+        if class_idx is not None:
+            warnings.warn("--class is ignored: the network is unconditional")
+        return None
+    if class_idx is None:
+        raise StyleforgeError(f"the network is conditional ({c_dim} classes): pass --class 0..{c_dim - 1}")
+    if not 0 <= class_idx < c_dim:
+        raise StyleforgeError(f"--class {class_idx} is out of range: the network has classes 0..{c_dim - 1}")
+    c = torch.zeros([1, c_dim], device=device)
+    c[0, class_idx] = 1
+    return c
+
+
+def load_ws(path: Union[str, os.PathLike], num_ws: int, w_dim: int) -> np.ndarray:
+    """Read latents from an npz with key ``w`` shaped [N, num_ws, w_dim] (a [N, w_dim] array is broadcast)."""
+    path = Path(path)
+    if not path.is_file():
+        raise StyleforgeError(f"{path}: no such latent file (expected an .npz with key 'w')")
+    try:
+        with np.load(path) as data:
+            if "w" not in data:
+                raise StyleforgeError(f"{path}: has no array 'w' (keys: {list(data.keys())}); save latents as w=[N, num_ws, w_dim]")
+            w = np.asarray(data["w"], dtype=np.float32)
+    except StyleforgeError:
+        raise
+    except Exception as e:
+        raise StyleforgeError(f"{path}: not a readable .npz file ({type(e).__name__}); re-create it") from None
+    if w.ndim == 2 and w.shape[1] == w_dim:
+        w = np.repeat(w[:, None, :], num_ws, axis=1)
+    if w.ndim != 3 or w.shape[1:] != (num_ws, w_dim):
+        raise StyleforgeError(f"{path}: 'w' has shape {list(w.shape)}, this network needs [N, {num_ws}, {w_dim}]")
+    return w
+
+
+@dataclass
+class GenerateResult:
+    outdir: Path
+    files: List[Path] = field(default_factory=list)
+    skipped: List[Path] = field(default_factory=list)
+    grid: Optional[Path] = None
+    latents: Optional[Path] = None
+    manifest: Optional[Path] = None
+    network: Optional[Path] = None
+
+
+def generate_images(
+    outdir: Union[str, os.PathLike],
+    network: Optional[Union[str, os.PathLike]] = None,
+    seeds: Optional[Sequence[int]] = None,
+    truncation_psi: float = 1.0,
+    truncation_cutoff: Optional[int] = None,
+    class_idx: Optional[int] = None,
+    noise_mode: str = "const",
+    projected_w: Optional[Union[str, os.PathLike]] = None,
+    batch_size: int = 1,
+    device: str = "auto",
+    grid: bool = False,
+    shard: Tuple[int, int] = (0, 1),
+    fp16: bool = False,
+    skip_existing: bool = False,
+    allow_download: Optional[bool] = None,
+    progress: bool = True,
+) -> GenerateResult:
+    """Generate images for ``seeds`` (or for the latents in ``projected_w``) and write them to ``outdir``."""
+    from tqdm import tqdm
+
+    if noise_mode not in ("const", "random", "none"):
+        raise StyleforgeError(f"--noise-mode {noise_mode!r}: use const, random or none")
+    if batch_size < 1:
+        raise StyleforgeError("--batch-size must be at least 1")
+    if projected_w is None and not seeds:
+        raise StyleforgeError("nothing to generate: pass --seeds (e.g. 0-7) or --projected-w FILE")
+    dev = resolve_device(device)
+    outdir = ensure_outdir(outdir)
+    G, net_path = load_generator(network, dev, allow_download)
+    res = GenerateResult(outdir=outdir, network=net_path)
+    has_w = getattr(G, "has_w_space", True)
+
+    # Work items: (name, key, ws-or-None, z-or-None)
+    if projected_w is not None:
+        if not has_w:
+            raise StyleforgeError("--projected-w needs a network with a W space (a StyleGAN generator)")
+        if seeds:
+            warnings.warn("--seeds is ignored when --projected-w is given")
+        ws_all = load_ws(projected_w, G.num_ws, G.w_dim)
+        items = [(f"proj{i:02d}.png", i) for i in range(len(ws_all))]
+    else:
+        items = [(f"seed{s:04d}.png", s) for s in seeds]
+    items = shard_items(items, shard)
+    c = class_label(G, class_idx, dev) if projected_w is None else None
+    if truncation_cutoff is not None and truncation_cutoff < 0:
+        raise StyleforgeError("--trunc-cutoff must be >= 0")
+
+    # Latents for every item (cheap), so ws.npz covers the whole shard even when images are skipped.
+    with torch.no_grad():
+        if projected_w is not None:
+            ws = torch.from_numpy(ws_all[[k for _, k in items]]) if items else torch.zeros(0)
+        elif has_w and items:
+            z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for _, s in items])).to(dev)
+            cc = c.repeat(len(items), 1) if c is not None else None
+            ws = torch.cat([
+                G.mapping(z[i: i + 256], cc[i: i + 256] if cc is not None else None,
+                          truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+                for i in range(0, len(items), 256)
+            ]).cpu()
+        else:
+            ws = None
+
+    todo = []
+    for idx, (fname, key) in enumerate(items):
+        path = outdir / fname
+        if skip_existing and path.exists():
+            res.skipped.append(path)
+        else:
+            todo.append((idx, path, key))
+    if noise_mode == "random":
+        batch_size = 1  # each image gets torch.manual_seed(seed) noise, independent of batching
+
+    images = {}
+    bar = tqdm(total=len(todo), unit="img", desc="generate", disable=not progress)
+    with torch.no_grad():
+        for b in range(0, len(todo), batch_size):
+            chunk = todo[b: b + batch_size]
+            if noise_mode == "random":
+                torch.manual_seed(chunk[0][2])
+            if ws is not None:
+                wb = ws[[i for i, _, _ in chunk]].to(dev)
+                img = G.synthesis(wb, noise_mode=noise_mode, fp16=fp16)
+            else:
+                z = torch.from_numpy(np.stack([seed_to_z(k, G.z_dim) for _, _, k in chunk])).to(dev)
+                cc = c.repeat(len(chunk), 1) if c is not None else None
+                img = G(z, cc, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
+            arr = to_uint8(img)
+            for (i, path, _), a in zip(chunk, arr):
+                save_image(a, path)
+                res.files.append(path)
+                images[i] = a
+            bar.update(len(chunk))
+    bar.close()
+
+    suffix = "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"
+    if grid and items:
+        from PIL import Image
+
+        tiles = []
+        for idx, (fname, _) in enumerate(items):
+            if idx in images:
+                tiles.append(images[idx])
+            else:
+                tiles.append(np.asarray(Image.open(outdir / fname).convert("RGB" if G.img_channels == 3 else "L")))
+                if tiles[-1].ndim == 2:
+                    tiles[-1] = tiles[-1][:, :, None]
+        res.grid = save_image(make_grid(tiles), outdir / f"grid{suffix}.png")
+    if ws is not None and len(items):
+        keyname = "index" if projected_w is not None else "seeds"
+        res.latents = save_npz(outdir / f"ws{suffix}.npz", w=ws.numpy(), **{keyname: np.array([k for _, k in items])})
+    res.manifest = save_json(outdir / f"generate{suffix}.json", {
+        "network": str(net_path),
+        "seeds": None if projected_w is not None else [k for _, k in items],
+        "projected_w": str(projected_w) if projected_w is not None else None,
+        "truncation_psi": truncation_psi,
+        "truncation_cutoff": truncation_cutoff,
+        "class": class_idx,
+        "noise_mode": noise_mode,
+        "fp16": fp16,
+        "shard": list(shard),
+        "images": [fname for fname, _ in items],
+        "grid": res.grid.name if res.grid else None,
+        "latents": res.latents.name if res.latents else None,
+    })
+    return res
