@@ -11,11 +11,10 @@ import torch
 from torch import nn
 
 from .config import ConfigBase, register_network
-from .generator import channels_at
+from .generator import _memory_format, channels_at
 from .layers import Conv2dLayer, FullyConnectedLayer, MappingConfig, MappingNetwork, MinibatchStdLayer
-import contextlib
 
-from .ops import downsample2d, reference_fir, setup_filter
+from .ops import downsample2d, setup_filter
 
 ARCHITECTURES_D = ("resnet", "orig", "skip")
 
@@ -83,10 +82,11 @@ class DiscriminatorBlock(nn.Module):
 
     def forward(self, x, img, fp16: bool = False):
         dtype = torch.float16 if (self.use_fp16 and fp16) else torch.float32
+        mf = _memory_format(img.device if img is not None else x.device, fp16)
         if x is not None:
-            x = x.to(dtype)
+            x = x.to(dtype=dtype, memory_format=mf)
         if self.in_channels == 0 or self.architecture == "skip":
-            y = self.fromrgb(img.to(dtype))
+            y = self.fromrgb(img.to(dtype=dtype, memory_format=mf))
             x = x + y if x is not None else y
             img = downsample2d(img, self.resample_filter) if self.architecture == "skip" else None
         if self.architecture == "resnet":
@@ -116,9 +116,9 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x, img, cmap):
-        x = x.to(torch.float32)
+        x = x.to(torch.float32, memory_format=torch.contiguous_format)
         if self.architecture == "skip":
-            x = x + self.fromrgb(img.to(torch.float32))
+            x = x + self.fromrgb(img.to(torch.float32, memory_format=torch.contiguous_format))
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.conv(x)
@@ -174,8 +174,7 @@ class Discriminator(nn.Module):
         if img.ndim != 4 or list(img.shape[1:]) != expect:
             raise ValueError(f"D expects images [N, {', '.join(map(str, expect))}], got {list(img.shape)}")
         x = None
-        with reference_fir() if fp16 else contextlib.nullcontext():
-            for res in self.block_resolutions:
-                x, img = getattr(self, f"b{res}")(x, img, fp16=fp16)
+        for res in self.block_resolutions:
+            x, img = getattr(self, f"b{res}")(x, img, fp16=fp16)
         cmap = self.mapping(None, c) if self.c_dim > 0 else None
         return self.b4(x, img, cmap)

@@ -18,9 +18,7 @@ from torch import nn
 
 from .config import ConfigBase, register_network
 from .layers import Conv2dLayer, MappingConfig, MappingNetwork, SynthesisLayer, ToRGBLayer
-import contextlib
-
-from .ops import reference_fir, setup_filter, upsample2d
+from .ops import setup_filter, upsample2d
 
 NOISE_MODES = ("const", "random", "none")
 ARCHITECTURES_G = ("skip", "orig", "resnet")
@@ -62,6 +60,15 @@ class GeneratorConfig(ConfigBase):
 
 def channels_at(res: int, channel_base: int, channel_max: int) -> int:
     return min(channel_base // res, channel_max)
+
+
+def _memory_format(device: torch.device, fp16: bool) -> torch.memory_format:
+    """Channels-last on CPU in fp32: oneDNN's convolutions (dense, transposed and the depthwise FIR filter)
+    run 1.5-3x faster in that layout. The fp16 comparison path keeps the official default layout so that
+    its rounding matches the official mixed-precision outputs bit for bit."""
+    if device.type == "cpu" and not fp16:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class SynthesisBlock(nn.Module):
@@ -120,12 +127,14 @@ class SynthesisBlock(nn.Module):
         if fused_modconv is None:
             if fp16:  # the official mixed-precision rule, so that --fp16 reproduces official fp16 outputs
                 fused_modconv = (not self.training) and (dtype == torch.float32 or n == 1)
-            else:  # per-sample kernels (one grouped conv) pay off at batch 1; larger batches share one kernel
-                fused_modconv = (not self.training) and n == 1
+            elif self.training:
+                fused_modconv = False
+            # otherwise None: each layer picks the cheaper formulation for its shapes (ops.modulated_conv2d)
+        mf = _memory_format(ws.device, fp16)
         if self.in_channels == 0:
-            x = self.const.to(dtype).unsqueeze(0).repeat([n, 1, 1, 1])
+            x = self.const.to(dtype).unsqueeze(0).repeat([n, 1, 1, 1]).contiguous(memory_format=mf)
         else:
-            x = x.to(dtype)
+            x = x.to(dtype=dtype, memory_format=mf)
         kw = dict(noise_mode=noise_mode, fused=fused_modconv)
         if self.in_channels == 0:
             x = self.conv1(x, next(w_iter), **kw)
@@ -140,7 +149,7 @@ class SynthesisBlock(nn.Module):
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused=fused_modconv).to(torch.float32)
+            y = self.torgb(x, next(w_iter), fused=fused_modconv).to(torch.float32, memory_format=torch.contiguous_format)
             img = img + y if img is not None else y
         return x, img
 
@@ -178,14 +187,19 @@ class SynthesisNetwork(nn.Module):
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         ws = ws.to(torch.float32)
+        n = ws.shape[0]
+        if (n > 1 and ws.device.type == "cpu" and not fp16 and noise_mode != "random" and not self.training
+                and not torch.is_grad_enabled()):
+            # CPU inference: one sample at a time keeps each activation in cache and runs faster per image
+            # than a batch (the result is the same; 'random' noise stays batched so its RNG draws match).
+            return torch.cat([self.forward(ws[i: i + 1], noise_mode, fp16, fused_modconv) for i in range(n)])
         x = img = None
         w_idx = 0
-        with reference_fir() if fp16 else contextlib.nullcontext():
-            for res in self.block_resolutions:
-                block = getattr(self, f"b{res}")
-                cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
-                w_idx += block.num_conv
-                x, img = block(x, img, cur, noise_mode=noise_mode, fp16=fp16, fused_modconv=fused_modconv)
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            x, img = block(x, img, cur, noise_mode=noise_mode, fp16=fp16, fused_modconv=fused_modconv)
         return img
 
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .config import ConfigBase
-from .ops import activation_gain, bias_act, conv2d_resample, modulated_conv2d, setup_filter
+from .ops import WeightLayouts, activation_gain, bias_act, conv2d_resample, modulated_conv2d, setup_filter
 
 
 class FullyConnectedLayer(nn.Module):
@@ -212,9 +212,11 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn([resolution, resolution]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self._layouts = WeightLayouts()
 
     def forward(
-        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: bool = True, gain: float = 1.0
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: Optional[bool] = None,
+        gain: float = 1.0,
     ) -> torch.Tensor:
         styles = self.affine(w)
         noise = None
@@ -227,7 +229,7 @@ class SynthesisLayer(nn.Module):
             noise = self.noise_const * self.noise_strength
         x = modulated_conv2d(
             x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-            resample_filter=self.resample_filter, fused=fused,
+            resample_filter=self.resample_filter, fused=fused, layouts=self._layouts,
         )
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
@@ -246,7 +248,7 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: Optional[bool] = None) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)

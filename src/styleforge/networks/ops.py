@@ -3,16 +3,14 @@
 Everything here runs on any device torch supports (CPU, CUDA, MPS) without a compiled extension. The
 numerics follow the published StyleGAN2-ADA definitions (zero-insertion upsampling, padding, a normalised
 [1,3,3,1] FIR filter, decimation; bias, activation, gain, clamp), so official weights give official images.
-Where a faster formulation exists for the cases StyleGAN2 uses (the separable 4-tap filter), it is used
-in place of the generic one; both agree to float rounding and the generic one stays as the reference.
+Speed on CPU comes from running activations channels-last (see the generator), where these
+depthwise and transposed convolutions are several times faster than in the default layout.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,19 +92,6 @@ def setup_filter(f: Sequence[float] = (1, 3, 3, 1), normalize: bool = True) -> t
     return t
 
 
-def _separable_taps(f: torch.Tensor) -> Optional[torch.Tensor]:
-    """If the 2-D filter ``f`` is an outer product ``v v^T`` of a symmetric 1-D kernel, return ``v``."""
-    if f.ndim != 2 or f.shape[0] != f.shape[1]:
-        return None
-    diag = torch.diagonal(f)
-    if bool((diag <= 0).any()):
-        return None
-    v = diag.sqrt()
-    if not torch.allclose(torch.outer(v, v), f, rtol=1e-6, atol=1e-9):
-        return None
-    return v
-
-
 def _parse_padding(padding) -> tuple:
     if isinstance(padding, int):
         return (padding, padding, padding, padding)
@@ -117,16 +102,22 @@ def _parse_padding(padding) -> tuple:
     return padding
 
 
-def upfirdn2d_ref(
+
+def upfirdn2d(
     x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding=0, gain: float = 1.0
 ) -> torch.Tensor:
-    """Reference upsample -> pad -> FIR filter -> downsample, on [N, C, H, W].
+    """Upsample (zero insertion) -> pad -> FIR filter -> downsample, on [N, C, H, W].
 
     ``padding`` is (x0, x1, y0, y1); negative values crop. The filter is applied as a true convolution
     (flipped), scaled by ``gain`` (for a 2-D filter) so that upsampling by 2 with gain 4 keeps the mean.
+    The filter runs as a depthwise convolution, which is fast on CPU for channels-last tensors.
     """
     px0, px1, py0, py1 = _parse_padding(padding)
     n, c, h, w = x.shape
+    if f.ndim == 2 and down in (1, 2) and _is_channels_last(x):
+        y = _upfirdn2d_channels_last(x, f, up, down, (px0, px1, py0, py1), gain)
+        if y is not None:
+            return y
     if up > 1:
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
@@ -135,119 +126,41 @@ def upfirdn2d_ref(
     x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
     fk = (f * (gain ** (f.ndim / 2))).to(x.dtype).flip(list(range(f.ndim)))
     if fk.ndim == 2:
-        weight = fk[None, None].expand(c, 1, *fk.shape)
-        x = F.conv2d(x, weight, groups=c)
+        x = F.conv2d(x, fk[None, None].repeat(c, 1, 1, 1), groups=c)
     else:  # separable 1-D filter: rows then columns
-        x = F.conv2d(x, fk[None, None, None, :].expand(c, 1, 1, -1), groups=c)
-        x = F.conv2d(x, fk[None, None, :, None].expand(c, 1, -1, 1), groups=c)
+        x = F.conv2d(x, fk[None, None, None, :].repeat(c, 1, 1, 1), groups=c)
+        x = F.conv2d(x, fk[None, None, :, None].repeat(c, 1, 1, 1), groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
 
 
-def _fir_valid_1d(x: torch.Tensor, taps: Sequence[float], dim: int) -> torch.Tensor:
-    """'Valid' correlation of ``x`` with a short kernel along ``dim``, as a sum of shifted slices."""
-    k = len(taps)
-    size = x.shape[dim] - k + 1
-    out = x.narrow(dim, 0, size) * taps[0]
-    for i in range(1, k):
-        out.add_(x.narrow(dim, i, size), alpha=taps[i])
-    return out
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-_FAST_FIR = contextvars.ContextVar("styleforge_fast_fir", default=True)
+def _upfirdn2d_channels_last(x, f, up, down, pads, gain) -> Optional[torch.Tensor]:
+    """The common StyleGAN2 cases as single oneDNN calls that keep the channels-last layout.
 
-
-@contextlib.contextmanager
-def reference_fir() -> Iterator[None]:
-    """Within this block every FIR resampling uses the reference formulation (bit-for-bit op order of the
-    official code). Used for ``fp16=True``, where fp16 rounding would amplify float-order differences."""
-    token = _FAST_FIR.set(False)
-    try:
-        yield
-    finally:
-        _FAST_FIR.reset(token)
-
-
-def upfirdn2d(
-    x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding=0, gain: float = 1.0
-) -> torch.Tensor:
-    """Same result as :func:`upfirdn2d_ref`, faster for separable short filters.
-
-    For an outer-product filter (StyleGAN2's [1,3,3,1]) the 2-D FIR is run as two 1-D passes of shifted
-    slice sums, which avoids the slow depthwise convolution kernels on CPU. Upsampling by 2 is done in
-    polyphase form (no zero-inserted tensor is ever built) and downsampling by 2 computes only the kept
-    samples. Used on CPU; other devices run the reference (their depthwise convolutions are fast).
+    - no upsampling, symmetric padding: one depthwise convolution with that padding (and stride = down);
+    - upsampling by 2 with padding (p+1, p): a depthwise *transposed* convolution with the filter, which
+      is zero insertion followed by a true convolution, cropped by its ``padding`` argument.
+    Same sums as the generic path in a different order (float rounding only). None: not applicable.
     """
-    px0, px1, py0, py1 = _parse_padding(padding)
-    fast = _FAST_FIR.get() and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-    v = _separable_taps(f) if fast and f.ndim == 2 and f.shape[0] <= 8 else None
-    if v is None or up not in (1, 2) or down not in (1, 2):
-        return upfirdn2d_ref(x, f, up=up, down=down, padding=padding, gain=gain)
-    g1 = math.sqrt(gain)
-    taps = (v.flip(0) * g1).tolist()  # true convolution: flip the (symmetric) kernel
-    x = _fir_axis(x, taps, up, down, px0, px1, dim=3)
-    x = _fir_axis(x, taps, up, down, py0, py1, dim=2)
-    return x
-
-
-def _pad_axis(x: torch.Tensor, dim: int, p0: int, p1: int) -> torch.Tensor:
-    """Zero-pad (positive) or crop (negative) ``x`` along ``dim``."""
-    if p0 > 0 or p1 > 0:
-        x = F.pad(x, [0, 0] * (x.ndim - 1 - dim) + [max(p0, 0), max(p1, 0)])
-    if p0 < 0 or p1 < 0:
-        x = x.narrow(dim, max(-p0, 0), x.shape[dim] - max(-p0, 0) - max(-p1, 0))
-    return x
-
-
-def _fir_axis(x: torch.Tensor, taps, up: int, down: int, p0: int, p1: int, dim: int) -> torch.Tensor:
-    """One axis of separable upfirdn: zero-insert by ``up``, pad (p0, p1), correlate with ``taps``, keep every ``down``."""
-    k = len(taps)
-    if up == 1:
-        x = _pad_axis(x, dim, p0, p1)
-        size = (x.shape[dim] - k) // down + 1
-        out = None
-        for i, t in enumerate(taps):
-            s = x.narrow(dim, i, (size - 1) * down + 1)
-            if down > 1:
-                s = _stride(s, dim, down)
-            out = s * t if out is None else out.add_(s, alpha=t)
-        return out
-    if down != 1:
-        raise NotImplementedError("up and down together")
-    # Polyphase upsampling. The zero-inserted signal u has u[up*j] = x[j] and zeros elsewhere (length up*n).
-    # Output y[m] = sum_i taps[i] * u[m + i - p0]; for outputs m = m0 + up*q only the taps that land on
-    # multiples of up contribute, reading x[q + (m0 + i - p0) // up].
-    n_in = x.shape[dim]
-    n_out = up * n_in + p0 + p1 - k + 1
-    cnt = -(-n_out // up)
-    phases = []
-    for m0 in range(up):
-        sel = [(t, (m0 + i - p0) // up) for i, t in enumerate(taps) if (m0 + i - p0) % up == 0]
-        if not sel:
-            shape = list(x.shape)
-            shape[dim] = cnt
-            phases.append(x.new_zeros(shape))
-            continue
-        lo = min(o for _, o in sel)
-        hi = max(o for _, o in sel) + cnt - 1
-        pad_lo, pad_hi = max(0, -lo), max(0, hi - (n_in - 1))
-        xs = _pad_axis(x, dim, pad_lo, pad_hi)
-        out = None
-        for t, o in sel:
-            s = xs.narrow(dim, o + pad_lo, cnt)
-            out = s * t if out is None else out.add_(s, alpha=t)
-        phases.append(out)
-    y = torch.stack(phases, dim=dim + 1)
-    shape = list(phases[0].shape)
-    shape[dim] = cnt * up
-    return y.reshape(shape).narrow(dim, 0, n_out)
-
-
-def _stride(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
-    idx = [slice(None)] * x.ndim
-    idx[dim] = slice(None, None, step)
-    return x[tuple(idx)]
+    px0, px1, py0, py1 = pads
+    c = x.shape[1]
+    fk = (f * (gain ** (f.ndim / 2))).to(x.dtype)
+    kh, kw = fk.shape
+    if up == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:
+        weight = fk.flip([0, 1])[None, None].repeat(c, 1, 1, 1)
+        return F.conv2d(x, weight, padding=(py0, px0), stride=down, groups=c)
+    if up == 2 and down == 1 and px0 == px1 + 1 and py0 == py1 + 1:
+        qx, qy = kw - 1 - px0, kh - 1 - py0
+        if qx >= 0 and qy >= 0:
+            weight = fk[None, None].repeat(c, 1, 1, 1)
+            return F.conv_transpose2d(x, weight, stride=2, padding=(qy, qx), groups=c)
+    return None
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
@@ -268,6 +181,36 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tenso
 # Convolution with optional FIR up/downsampling.
 
 
+# Inputs with at most this many pixels run 3x3 convolutions as plain matrix products (unfold/fold) when no
+# gradient is needed: at 4x4..16x16 the weights dominate, and oneDNN would re-layout them on every call.
+MATMUL_MAX_PIXELS = 256
+
+
+class WeightLayouts:
+    """Per-layer cache of weight layouts derived from a parameter, re-derived whenever the weight changes
+    (new storage, in-place update, other device or dtype)."""
+
+    def __init__(self):
+        self._key = None
+        self._store: dict = {}
+
+    def get(self, w: torch.Tensor, name: str, fn):
+        key = (w.data_ptr(), w._version, w.device, w.dtype, tuple(w.shape))
+        if key != self._key:
+            self._key, self._store = key, {}
+        if name not in self._store:
+            self._store[name] = fn(w)
+        return self._store[name]
+
+
+def _matmul_conv_ok(x: torch.Tensor, w: torch.Tensor, groups: int, layouts) -> bool:
+    return (
+        layouts is not None and groups == 1 and w.shape[2] == w.shape[3] and w.shape[2] > 1
+        and x.shape[2] * x.shape[3] <= MATMUL_MAX_PIXELS and x.device.type == "cpu"
+        and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+    )
+
+
 def conv2d_resample(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -276,6 +219,7 @@ def conv2d_resample(
     down: int = 1,
     padding: int = 0,
     groups: int = 1,
+    layouts: Optional[WeightLayouts] = None,
 ) -> torch.Tensor:
     """2-D convolution (correlation, as torch does) of ``x`` with ``w`` [O, I/groups, kh, kw], with the
     resampling StyleGAN2 uses around it.
@@ -320,15 +264,31 @@ def conv2d_resample(
         py1 -= kh - up
         pxt = max(min(-px0, -px1), 0)
         pyt = max(min(-py0, -py1), 0)
-        x = F.conv_transpose2d(x, wt, stride=up, padding=[pyt, pxt], groups=groups)
+        if pxt == 0 and pyt == 0 and _matmul_conv_ok(x, w, groups, layouts):
+            # transposed conv = (weights x pixels) matrix product, then overlap-add of the kh x kw patches
+            n, c, h, wd = x.shape
+            wm = layouts.get(w, "transposed_mm", lambda t: t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).contiguous())
+            cols = torch.matmul(wm, x.reshape(n, c, h * wd))
+            x = F.fold(cols, ((h - 1) * up + kh, (wd - 1) * up + kw), (kh, kw), stride=up)
+        else:
+            x = F.conv_transpose2d(x, wt, stride=up, padding=[pyt, pxt], groups=groups)
         x = upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up)
         if down > 1:
             x = upfirdn2d(x, f, down=down)
         return x
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
+        if px0 == py0 and _matmul_conv_ok(x, w, groups, layouts):
+            n, _, h, wd = x.shape
+            cols = F.unfold(x, (kh, kw), padding=px0)  # [N, I*kh*kw, H'*W']
+            out = torch.matmul(w.reshape(out_ch, -1), cols)
+            return out.reshape(n, out_ch, h + 2 * px0 - kh + 1, wd + 2 * px0 - kw + 1)
         return F.conv2d(x, w, padding=[py0, px0], groups=groups)
     x = upfirdn2d(x, f if f is not None else setup_filter([1]), padding=(px0, px1, py0, py1))
     return F.conv2d(x, w, groups=groups)
+
+
+def _sq_sum(w: torch.Tensor) -> torch.Tensor:
+    return w.square().sum(dim=[2, 3])
 
 
 def modulated_conv2d(
@@ -340,18 +300,23 @@ def modulated_conv2d(
     padding: int = 0,
     resample_filter: Optional[torch.Tensor] = None,
     demodulate: bool = True,
-    fused: bool = True,
+    fused: Optional[bool] = True,
+    layouts: Optional[WeightLayouts] = None,
 ) -> torch.Tensor:
     """StyleGAN2's modulated convolution: scale the kernel's input channels by per-sample ``styles``,
     optionally demodulate (normalise each output filter to unit norm), convolve, then add ``noise``.
 
-    ``fused=True`` builds per-sample kernels and runs one grouped convolution (best for batch 1);
-    ``fused=False`` scales activations before and after a shared convolution (best for larger batches).
+    ``fused=True`` builds per-sample kernels and runs one grouped convolution; ``fused=False`` scales
+    activations before and after a shared convolution; ``None`` picks the cheaper one for the shapes.
     Both compute the same function. In fp16 the kernel and styles are pre-normalised to avoid overflow,
     as the official mixed-precision path does.
     """
     n = x.shape[0]
     out_ch, in_ch, kh, kw = weight.shape
+    if fused is None:
+        # Per-sample kernels only pay off for one sample whose kernel is smaller than its activations
+        # (the high resolutions); elsewhere scaling the activations around a shared kernel is cheaper.
+        fused = n == 1 and weight.numel() < x[0].numel()
     if x.dtype == torch.float16 and demodulate:
         weight = weight * (
             1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
@@ -366,10 +331,11 @@ def modulated_conv2d(
             dcoefs = (wm.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
         elif demodulate:
             # sum_{i,k} (w_oik s_ni)^2 = s_n^2 . sum_k w_oik^2 : no per-sample kernels needed
-            wsq = weight.square().sum(dim=[2, 3])  # [O, I]
+            wsq = (layouts.get(weight, "sq_sum", _sq_sum) if layouts is not None and not weight.requires_grad
+                   else _sq_sum(weight))  # [O, I]
             dcoefs = (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
-        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding)
+        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, layouts=layouts)
         if demodulate and noise is not None:
             x = torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
         elif demodulate:
@@ -382,11 +348,19 @@ def modulated_conv2d(
     if demodulate:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
         w = w * dcoefs.reshape(n, -1, 1, 1, 1)
-    x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, in_ch, kh, kw)
-    x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n)
-    x = x.reshape(n, -1, *x.shape[2:])
+    if n == 1:  # (reshaping would drop a channels-last layout and slow every later op)
+        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding)
+    else:
+        x = x.reshape(1, -1, *x.shape[2:])
+        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n)
+        x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
-        # Add in the noise's precision and round once to x's dtype (what an in-place add into fp16 does).
-        x = x + noise if x.dtype == noise.dtype else (x.to(noise.dtype) + noise).to(x.dtype)
+        if x.dtype != noise.dtype:
+            # add in the noise's precision and round once to x's dtype (what an in-place add into fp16 does)
+            x = (x.to(noise.dtype) + noise).to(x.dtype)
+        elif torch.is_grad_enabled() and (x.requires_grad or noise.requires_grad):
+            x = x + noise
+        else:
+            x = x.add_(noise)  # in place: keeps x's memory layout and saves a copy
     return x
