@@ -143,7 +143,7 @@ def generate_images(
     res = GenerateResult(outdir=outdir, network=net_path)
     has_w = getattr(G, "has_w_space", True)
 
-    # Work items: (name, key, ws-or-None, z-or-None)
+    # Work items: (output file name, seed or index into the projected latents)
     if projected_w is not None:
         if not has_w:
             raise StyleforgeError("--projected-w needs a network with a W space (a StyleGAN generator)")
@@ -158,20 +158,13 @@ def generate_images(
     if truncation_cutoff is not None and truncation_cutoff < 0:
         raise StyleforgeError("--trunc-cutoff must be >= 0")
 
-    # Latents for every item (cheap), so ws.npz covers the whole shard even when images are skipped.
-    with torch.no_grad():
+    def latents(keys) -> torch.Tensor:
+        """ws for the given seeds (or indices into the projected latents), on the device."""
         if projected_w is not None:
-            ws = torch.from_numpy(ws_all[[k for _, k in items]]) if items else torch.zeros(0)
-        elif has_w and items:
-            z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for _, s in items])).to(dev)
-            cc = c.repeat(len(items), 1) if c is not None else None
-            ws = torch.cat([
-                G.mapping(z[i: i + 256], cc[i: i + 256] if cc is not None else None,
-                          truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-                for i in range(0, len(items), 256)
-            ]).cpu()
-        else:
-            ws = None
+            return torch.from_numpy(ws_all[list(keys)]).to(dev)
+        z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in keys])).to(dev)
+        cc = c.repeat(len(keys), 1) if c is not None else None
+        return G.mapping(z, cc, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
     todo = []
     for idx, (fname, key) in enumerate(items):
@@ -184,26 +177,36 @@ def generate_images(
         batch_size = 1  # each image gets torch.manual_seed(seed) noise, independent of batching
 
     images = {}
+    ws_rows = {}
     bar = tqdm(total=len(todo), unit="img", desc="generate", disable=not progress)
     with torch.no_grad():
         for b in range(0, len(todo), batch_size):
             chunk = todo[b: b + batch_size]
             if noise_mode == "random":
                 torch.manual_seed(chunk[0][2])
-            if ws is not None:
-                wb = ws[[i for i, _, _ in chunk]].to(dev)
+            if has_w:
+                # mapping per chunk, as the official script maps each seed on its own (bit-exact at batch 1)
+                wb = latents([k for _, _, k in chunk])
                 img = G.synthesis(wb, noise_mode=noise_mode, fp16=fp16)
+                for (i, _, _), w in zip(chunk, wb.cpu()):
+                    ws_rows[i] = w
             else:
                 z = torch.from_numpy(np.stack([seed_to_z(k, G.z_dim) for _, _, k in chunk])).to(dev)
                 cc = c.repeat(len(chunk), 1) if c is not None else None
                 img = G(z, cc, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
-            arr = to_uint8(img)
-            for (i, path, _), a in zip(chunk, arr):
+            for (i, path, _), a in zip(chunk, to_uint8(img)):
                 save_image(a, path)
                 res.files.append(path)
                 images[i] = a
             bar.update(len(chunk))
+        skipped_idx = [i for i, (fname, _) in enumerate(items) if i not in ws_rows]
+        if has_w and skipped_idx:  # latents of skipped images too, so ws.npz always covers the whole shard
+            for i0 in range(0, len(skipped_idx), 256):
+                part = skipped_idx[i0: i0 + 256]
+                for i, w in zip(part, latents([items[i][1] for i in part]).cpu()):
+                    ws_rows[i] = w
     bar.close()
+    ws = torch.stack([ws_rows[i] for i in range(len(items))]) if has_w and items else None
 
     suffix = "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"
     if grid and items:

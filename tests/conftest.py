@@ -1,0 +1,56 @@
+"""Shared pytest fixtures: tiny network configs, paths to the official-format fixtures (optional)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+OFFICIAL = Path(os.environ.get("STYLEFORGE_FIXTURES", ROOT.parent / "shared" / "fixtures" / "official"))
+OFFICIAL_NAMES = ["paper256_r128", "cifar_cond_r32", "resnet_fp32_r64"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own styleforge cache and never downloads."""
+    monkeypatch.setenv("STYLEFORGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("STYLEFORGE_ALLOW_DOWNLOAD", raising=False)
+    for v in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(v, raising=False)
+
+
+def official_pickle(name: str) -> Path:
+    p = OFFICIAL / f"{name}.pkl"
+    if not p.is_file():
+        pytest.skip(f"official-format fixture {p} not present")
+    return p
+
+
+def tiny_generator(arch="skip", c_dim=0, res=16, seed=0, **synth):
+    from styleforge.networks import Generator, GeneratorConfig, MappingConfig, SynthesisConfig
+
+    torch.manual_seed(seed)
+    G = Generator(GeneratorConfig(
+        z_dim=32, w_dim=32, c_dim=c_dim, img_resolution=res, img_channels=3,
+        mapping=MappingConfig(num_layers=2),
+        synthesis=SynthesisConfig(channel_base=256, channel_max=32, architecture=arch, **synth),
+    ))
+    # make every term matter: non-zero noise strengths, biases and w_avg
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength") or name.endswith(".bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+        G.mapping.w_avg.copy_(torch.randn_like(G.mapping.w_avg))
+    return G.eval()
+
+
+def tiny_discriminator(arch="resnet", c_dim=0, res=16, seed=0, **kw):
+    from styleforge.networks import Discriminator, DiscriminatorConfig
+
+    torch.manual_seed(seed)
+    return Discriminator(DiscriminatorConfig(
+        c_dim=c_dim, img_resolution=res, img_channels=3, architecture=arch, channel_base=256, channel_max=32, **kw
+    )).eval()

@@ -1,0 +1,176 @@
+"""generate CLI: outputs, sharding, latents, and one-line errors (no traceback) for bad input."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import ROOT, tiny_generator
+from styleforge.commands.convert import convert_cmd, info_cmd
+from styleforge.commands.generate import generate_cmd
+from styleforge.networks.checkpoint import load_network, save_networks
+
+
+@pytest.fixture()
+def net(tmp_path):
+    return save_networks(tmp_path / "g.safetensors", {"G_ema": tiny_generator()})
+
+
+@pytest.fixture()
+def cond_net(tmp_path):
+    return save_networks(tmp_path / "gc.safetensors", {"G_ema": tiny_generator(c_dim=4)})
+
+
+def run(args, cmd=generate_cmd):
+    return CliRunner().invoke(cmd, [str(a) for a in args])
+
+
+def one_line_error(r, *needles):
+    assert r.exit_code != 0
+    assert "Traceback" not in r.output
+    lines = [ln for ln in r.output.strip().splitlines() if ln.startswith("error:") or ln.startswith("Error:")]
+    assert len(lines) == 1, r.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def test_seeds_grid_latents_manifest(net, tmp_path):
+    out = tmp_path / "out"
+    r = run(["--network", net, "--seeds", "0-2,7", "--trunc", "0.7", "--grid", "--outdir", out, "--batch-size", "3"])
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["generate.json", "grid.png", "seed0000.png", "seed0001.png", "seed0002.png", "seed0007.png", "ws.npz"]
+    assert not any(n.endswith(".tmp") for n in os.listdir(out))
+    with np.load(out / "ws.npz") as d:
+        assert d["w"].shape == (4, 6, 32) and list(d["seeds"]) == [0, 1, 2, 7]
+    assert Image.open(out / "grid.png").size == (32, 32)
+    # images do not depend on the batch size
+    out1 = tmp_path / "b1"
+    assert run(["--network", net, "--seeds", "7", "--trunc", "0.7", "--outdir", out1]).exit_code == 0
+    a = np.asarray(Image.open(out / "seed0007.png")).astype(int)
+    b = np.asarray(Image.open(out1 / "seed0007.png")).astype(int)
+    assert np.abs(a - b).max() <= 1
+
+
+def test_projected_w_round_trip(net, tmp_path):
+    out = tmp_path / "out"
+    assert run(["--network", net, "--seeds", "3-4", "--outdir", out]).exit_code == 0
+    proj = tmp_path / "proj"
+    r = run(["--network", net, "--projected-w", out / "ws.npz", "--outdir", proj])
+    assert r.exit_code == 0, r.output
+    for i, s in enumerate([3, 4]):
+        assert np.array_equal(np.asarray(Image.open(proj / f"proj{i:02d}.png")), np.asarray(Image.open(out / f"seed{s:04d}.png")))
+
+
+def test_shards_partition_the_seeds_and_resume(net, tmp_path):
+    out = tmp_path / "out"
+    for i in range(3):
+        assert run(["--network", net, "--seeds", "0-9", "--shard", f"{i}/3", "--outdir", out]).exit_code == 0
+    assert sorted(p.name for p in out.glob("seed*.png")) == [f"seed{s:04d}.png" for s in range(10)]
+    assert (out / "generate-shard2of3.json").exists()
+    (out / "seed0004.png").unlink()
+    r = run(["--network", net, "--seeds", "0-9", "--skip-existing", "--outdir", out])
+    assert r.exit_code == 0 and "1 image(s)" in r.output and "9 already there" in r.output
+
+
+def test_shard_from_slurm_environment(net, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    out = tmp_path / "out"
+    assert run(["--network", net, "--seeds", "0-3", "--outdir", out]).exit_code == 0
+    assert sorted(p.name for p in out.glob("seed*.png")) == ["seed0002.png", "seed0003.png"]
+
+
+def test_conditional_network_needs_valid_class(cond_net, tmp_path):
+    one_line_error(run(["--network", cond_net, "--seeds", "0", "--outdir", tmp_path / "o"]), "conditional", "--class 0..3")
+    one_line_error(run(["--network", cond_net, "--seeds", "0", "--class", "9", "--outdir", tmp_path / "o"]), "out of range")
+    r = run(["--network", cond_net, "--seeds", "0-1", "--class", "2", "--outdir", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+
+
+def test_bad_files_give_one_line(tmp_path, net):
+    out = tmp_path / "o"
+    one_line_error(run(["--network", tmp_path / "missing.pkl", "--seeds", "0", "--outdir", out]), "missing.pkl", "no such")
+    empty = tmp_path / "empty.pkl"
+    empty.write_bytes(b"")
+    one_line_error(run(["--network", empty, "--seeds", "0", "--outdir", out]), "empty.pkl", "empty")
+    trunc = tmp_path / "trunc.safetensors"
+    trunc.write_bytes(Path(net).read_bytes()[:5000])
+    one_line_error(run(["--network", trunc, "--seeds", "0", "--outdir", out]), "trunc.safetensors")
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(os.urandom(4096))
+    one_line_error(run(["--network", junk, "--seeds", "0", "--outdir", out]), "junk.pkl")
+    notnet = tmp_path / "list.pkl"
+    notnet.write_bytes(pickle.dumps([1, 2, 3], protocol=4))
+    one_line_error(run(["--network", notnet, "--seeds", "0", "--outdir", out]), "list.pkl", "not a network")
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(b"\x80\x04\x95\x1b\x00\x00\x00\x00\x00\x00\x00\x8c\x05posix\x94\x8c\x06system\x94\x93\x94\x8c\x04true\x94\x85\x94R\x94.")
+    one_line_error(run(["--network", evil, "--seeds", "0", "--outdir", out]), "evil.pkl", "posix.system")
+    assert not out.exists() or not any(out.glob("*.png"))
+
+
+def test_bad_flags_give_one_line(net, tmp_path):
+    r = run(["--network", net, "--seeds", "3-1", "--outdir", tmp_path / "o"])
+    assert r.exit_code == 2 and "backwards" in r.output and "Traceback" not in r.output
+    r = run(["--network", net, "--seeds", "a,b", "--outdir", tmp_path / "o"])
+    assert r.exit_code == 2 and "cannot parse" in r.output
+    one_line_error(run(["--network", net, "--seeds", "0", "--shard", "3/2", "--outdir", tmp_path / "o"]), "--shard")
+    one_line_error(run(["--network", net, "--outdir", tmp_path / "o"]), "--seeds")
+    bad_w = tmp_path / "w.npz"
+    np.savez(bad_w, w=np.zeros((2, 5, 7), np.float32))
+    one_line_error(run(["--network", net, "--projected-w", bad_w, "--outdir", tmp_path / "o"]), "w.npz", "[N, 6, 32]")
+    one_line_error(run(["--network", net, "--seeds", "0", "--device", "cuda", "--outdir", tmp_path / "o"]), "cuda")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only folders")
+def test_unwritable_outdir(net, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    one_line_error(run(["--network", net, "--seeds", "0", "--outdir", ro / "x"]), "ro")
+
+
+def test_unwritable_outdir_is_a_file(net, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    one_line_error(run(["--network", net, "--seeds", "0", "--outdir", f / "sub"]), "file")
+
+
+def test_convert_and_info(net, tmp_path):
+    dst = tmp_path / "copy.safetensors"
+    r = run([net, dst], cmd=convert_cmd)
+    assert r.exit_code == 0 and dst.exists()
+    r = run([dst], cmd=info_cmd)
+    assert r.exit_code == 0 and '"stylegan2.generator"' in r.output and '"num_ws": 6' in r.output
+    one_line_error(run([tmp_path / "nope.pkl", dst], cmd=convert_cmd), "nope.pkl")
+
+
+def test_default_network_is_used_without_network_flag(tmp_path):
+    r = run(["--seeds", "0-3", "--grid", "--outdir", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "grid.png").exists()
+
+
+def test_named_network_offline_says_where_to_put_it(tmp_path):
+    one_line_error(run(["--network", "ffhq", "--seeds", "0", "--outdir", tmp_path / "o"]),
+                   "ffhq.pkl", "--allow-download", "https://")
+
+
+def test_script_runs_as_a_real_process(net, tmp_path):
+    out = tmp_path / "o"
+    p = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate.py"), "--network", str(net), "--seeds", "0-1",
+                        "--outdir", str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "wrote 2 image(s)" in p.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate.py"), "--network", str(tmp_path / "x.pkl"),
+                          "--seeds", "0", "--outdir", str(out)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -1,0 +1,192 @@
+"""Network core behaviour on tiny configs: shapes, gradients, truncation, determinism, equivalent code paths,
+checkpoint round trips."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_discriminator, tiny_generator
+from styleforge.networks import Generator, GeneratorConfig, build_network, network_spec
+from styleforge.networks.checkpoint import load_network, load_networks, save_networks, sniff_format
+from styleforge.networks.ops import (
+    conv2d_resample, modulated_conv2d, setup_filter, upfirdn2d, WeightLayouts,
+)
+
+
+@pytest.mark.parametrize("arch", ["skip", "orig", "resnet"])
+@pytest.mark.parametrize("c_dim", [0, 5])
+def test_generator_forward_backward(arch, c_dim):
+    G = tiny_generator(arch, c_dim=c_dim).train()
+    z = torch.randn(4, G.z_dim)
+    c = torch.nn.functional.one_hot(torch.arange(4) % 5, 5).float() if c_dim else None
+    img = G(z, c)
+    assert img.shape == (4, 3, 16, 16) and torch.isfinite(img).all()
+    img.square().mean().backward()
+    grads = {n: p.grad for n, p in G.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert grads["synthesis.b4.const"].abs().sum() > 0
+    assert grads["mapping.fc0.weight"].abs().sum() > 0
+
+
+def test_num_ws_matches_official_arithmetic():
+    for res, arch, expect in [(16, "skip", 6), (16, "orig", 6), (16, "resnet", 6), (1024, "skip", 18), (256, "skip", 14)]:
+        cfg = GeneratorConfig(img_resolution=res)
+        cfg.synthesis.architecture = arch
+        with torch.device("meta"):
+            G = Generator(cfg)
+        assert G.num_ws == expect, (res, arch)
+
+
+@pytest.mark.parametrize("arch", ["resnet", "orig", "skip"])
+@pytest.mark.parametrize("c_dim", [0, 4])
+def test_discriminator_forward_backward(arch, c_dim):
+    D = tiny_discriminator(arch, c_dim=c_dim).train()
+    img = torch.randn(4, 3, 16, 16, requires_grad=True)
+    c = torch.nn.functional.one_hot(torch.arange(4) % 4, 4).float() if c_dim else None
+    out = D(img, c)
+    assert out.shape == (4, 1)
+    out.sum().backward()
+    assert img.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in D.parameters() if p.requires_grad)
+
+
+def test_discriminator_rejects_wrong_shape():
+    D = tiny_discriminator()
+    with pytest.raises(ValueError, match="expects images"):
+        D(torch.randn(2, 3, 32, 32))
+
+
+def test_minibatch_std_groups_are_strided():
+    from styleforge.networks.layers import MinibatchStdLayer
+
+    x = torch.randn(4, 2, 3, 3)
+    y = MinibatchStdLayer(group_size=2)(x)
+    # group 0 = samples 0 and 2 (strided), group 1 = samples 1 and 3
+    g0 = torch.stack([x[0], x[2]]).std(dim=0, unbiased=False).add(0).square().add(1e-8).sqrt().mean()
+    assert torch.allclose(y[0, 2], g0.expand(3, 3), atol=1e-6)
+    assert torch.allclose(y[2, 2], y[0, 2])
+    assert not torch.allclose(y[1, 2], y[0, 2])
+
+
+def test_truncation_arithmetic():
+    G = tiny_generator()
+    z = torch.randn(3, G.z_dim)
+    with torch.no_grad():
+        w = G.mapping(z, None)
+        w0 = G.mapping(z, None, truncation_psi=0)
+        wh = G.mapping(z, None, truncation_psi=0.5)
+        wc = G.mapping(z, None, truncation_psi=0.5, truncation_cutoff=2)
+    assert torch.allclose(w0, G.mapping.w_avg.expand_as(w0))
+    assert torch.allclose(wh, G.mapping.w_avg + 0.5 * (w - G.mapping.w_avg), atol=1e-6)
+    assert torch.equal(wc[:, :2], wh[:, :2]) and torch.equal(wc[:, 2:], w[:, 2:])
+    assert (w[:, 0] == w[:, -1]).all()  # broadcast to every layer
+
+
+def test_w_avg_tracks_only_in_training():
+    G = tiny_generator()
+    before = G.mapping.w_avg.clone()
+    with torch.no_grad():
+        G(torch.randn(4, G.z_dim))
+    assert torch.equal(G.mapping.w_avg, before)
+    G.train()
+    with torch.no_grad():
+        G(torch.randn(4, G.z_dim))
+    assert not torch.equal(G.mapping.w_avg, before)
+
+
+def test_determinism_and_batch_independence():
+    G = tiny_generator()
+    z = torch.randn(5, G.z_dim)
+    with torch.no_grad():
+        a = G(z)
+        b = G(z)
+        single = torch.cat([G(z[i: i + 1]) for i in range(5)])
+    assert torch.equal(a, b)
+    assert (a - single).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["skip", "resnet"])
+def test_fused_and_unfused_modconv_agree(arch):
+    G = tiny_generator(arch)
+    z = torch.randn(3, G.z_dim)
+    with torch.no_grad():
+        ws = G.mapping(z, None)
+        outs = [torch.cat([G.synthesis(ws[i: i + 1], fused_modconv=f) for i in range(3)]) for f in (True, False, None)]
+    assert (outs[0] - outs[1]).abs().max() < 1e-5 and (outs[0] - outs[2]).abs().max() < 1e-5
+
+
+def test_channels_last_and_matmul_paths_match_reference():
+    torch.manual_seed(0)
+    f = setup_filter()
+    x = torch.randn(2, 6, 8, 8)
+    cl = x.contiguous(memory_format=torch.channels_last)
+    for up, down, pad, gain in [(2, 1, (2, 1, 2, 1), 4), (1, 1, (1, 1, 1, 1), 4), (1, 2, (1, 1, 1, 1), 1), (1, 1, (2, 2, 2, 2), 1)]:
+        a, b = upfirdn2d(x, f, up, down, pad, gain), upfirdn2d(cl, f, up, down, pad, gain)
+        assert b.is_contiguous(memory_format=torch.channels_last)
+        assert (a - b).abs().max() < 1e-5
+    w = torch.randn(5, 6, 3, 3)
+    with torch.no_grad():
+        for up in (1, 2):
+            ref = conv2d_resample(x, w, f, up=up, padding=1)
+            mm = conv2d_resample(x, w, f, up=up, padding=1, layouts=WeightLayouts())
+            assert ref.shape == mm.shape and (ref - mm).abs().max() < 1e-4
+
+
+def test_modulated_conv_demodulation_normalises_filters():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, 8)
+    w = torch.randn(3, 4, 3, 3)
+    s = torch.rand(1, 4) + 0.5
+    y1 = modulated_conv2d(x, w, s, padding=1)
+    y2 = modulated_conv2d(x, w, s * 7.0, padding=1)  # demodulation removes a global style scale
+    assert (y1 - y2).abs().max() < 1e-4
+
+
+def test_checkpoint_roundtrip_bit_identical(tmp_path):
+    G, D = tiny_generator("resnet", c_dim=3), tiny_discriminator("skip", c_dim=3)
+    path = save_networks(tmp_path / "net.bin", {"G_ema": G, "D": D}, extra={"hello": [1, 2]})
+    assert sniff_format(path) == "safetensors"  # decided by content, not by the name
+    b = load_networks(path)
+    assert set(b.networks) == {"G_ema", "D"} and b.extra == {"hello": [1, 2]}
+    for src, dst in ((G, b.networks["G_ema"]), (D, b.networks["D"])):
+        assert network_spec(src) == network_spec(dst)
+        sd1, sd2 = src.state_dict(), dst.state_dict()
+        assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+    z, c = torch.randn(2, G.z_dim), torch.eye(3)[:2]
+    with torch.no_grad():
+        assert torch.equal(G(z, c), b.networks["G_ema"](z, c))
+    assert load_network(path).img_resolution == 16  # default: the generator
+
+
+def test_build_network_from_spec_and_unknown_settings():
+    G = tiny_generator()
+    spec = network_spec(G)
+    G2 = build_network(spec["arch"], spec["config"])
+    assert network_spec(G2) == spec
+    bad = dict(spec["config"], color="red")
+    with pytest.raises(ValueError, match="unknown settings"):
+        build_network(spec["arch"], bad)
+    with pytest.raises(KeyError):
+        build_network("no.such.arch", spec["config"])
+
+
+def test_core_imports_without_torchvision():
+    code = (
+        "import sys, importlib.abc\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'torchvision' or name.startswith('torchvision.'):\n"
+        "            raise ImportError('torchvision blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import styleforge.networks, styleforge.generate, styleforge.cli\n"
+        "from styleforge.networks.checkpoint import load_network\n"
+        "print('ok', 'torchvision' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok False"
