@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from .commands.convert import convert_cmd, info_cmd
+from .commands.dataset import dataset_tool_cmd
 from .commands.generate import generate_cmd
 
 
@@ -21,6 +22,7 @@ def main():
 main.add_command(generate_cmd, "generate")
 main.add_command(convert_cmd, "convert")
 main.add_command(info_cmd, "info")
+main.add_command(dataset_tool_cmd, "dataset")
 
 if __name__ == "__main__":
     main()
