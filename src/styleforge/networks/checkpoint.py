@@ -81,11 +81,15 @@ def _load_into(net: nn.Module, tensors: Dict[str, torch.Tensor], where: str) -> 
         if unexpected:
             parts.append(f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
         raise NetworkFormatError(f"{where}: tensors do not match the network config ({'; '.join(parts)})")
-    for name, t in tensors.items():
+    for name, t in list(tensors.items()):
         if tuple(own[name].shape) != tuple(t.shape):
             raise NetworkFormatError(
                 f"{where}: {name} has shape {list(t.shape)}, the config expects {list(own[name].shape)}"
             )
+        if not t.is_floating_point():
+            raise NetworkFormatError(f"{where}: {name} holds {t.dtype} values, expected floating point")
+        if t.dtype != torch.float32:
+            tensors[name] = t.to(torch.float32)
     net.load_state_dict(tensors, strict=True, assign=True)
 
 
@@ -93,8 +97,8 @@ def _build(arch: str, config: Dict[str, Any], tensors: Dict[str, torch.Tensor], 
     try:
         with torch.device("meta"):
             net = build_network(arch, config)
-    except (KeyError, ValueError, TypeError) as e:
-        raise NetworkFormatError(f"{where}: cannot build network from its config ({e})") from None
+    except Exception as e:  # an untrusted config: whatever goes wrong is a format problem of the file
+        raise NetworkFormatError(f"{where}: cannot build network from its config ({type(e).__name__}: {e})") from None
     _load_into(net, tensors, where)
     # Parameters loaded with assign=True keep requires_grad=False when the source tensors had it; make
     # the module look like a freshly built one.
@@ -125,17 +129,24 @@ def _official_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundle:
                 raise NetworkFormatError(f"unexpected module class {rec.class_name!r}")
         except NetworkFormatError as e:
             raise NetworkFormatError(f"{where}: {e}") from None
-        except (KeyError, TypeError, ValueError) as e:
-            raise NetworkFormatError(f"{where}: malformed constructor settings ({e})") from None
-        bundle.networks[key] = _build(arch, cfg, rec.named_tensors(), where)
+        except Exception as e:
+            raise NetworkFormatError(f"{where}: malformed constructor settings ({type(e).__name__}: {e})") from None
+        try:
+            tensors = rec.named_tensors()
+        except NetworkFormatError as e:
+            raise NetworkFormatError(f"{where}: {e}") from None
+        bundle.networks[key] = _build(arch, cfg, tensors, where)
     if which and which not in bundle.networks:
         raise NetworkFormatError(f"{name}: has no network {which!r} (it has {sorted(data.modules)})")
     bundle.extra["training_set_kwargs"] = data.training_set_kwargs
     aug = data.modules.get("augment_pipe")
     if aug is not None:
-        bundle.extra["augment_pipe"] = {"class_name": aug.class_name, "init_kwargs": aug.init_kwargs}
-        for k, t in aug.named_tensors().items():
-            bundle.tensors_extra["augment_pipe." + k] = t
+        try:
+            bundle.extra["augment_pipe"] = {"class_name": aug.class_name, "init_kwargs": aug.init_kwargs}
+            for k, t in aug.named_tensors().items():
+                bundle.tensors_extra["augment_pipe." + k] = t.clone()
+        except NetworkFormatError as e:
+            raise NetworkFormatError(f"{name} [augment_pipe]: {e}") from None
     return bundle
 
 

@@ -78,6 +78,32 @@ class ConfigBase:
         return obj
 
 
+def check_int(name: str, v, lo: int, hi: int, optional: bool = False) -> None:
+    """Range check for an integer setting (configs come from untrusted files, so bound everything)."""
+    if v is None and optional:
+        return
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def check_float(name: str, v, lo: float, hi: float, optional: bool = False) -> None:
+    if v is None and optional:
+        return
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= float(v) <= hi:
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {v!r}")
+
+
+def check_choice(name: str, v, choices) -> None:
+    if v not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {v!r}")
+
+
+def check_filter(name: str, f) -> None:
+    if (not isinstance(f, (list, tuple)) or not 1 <= len(f) <= 16
+            or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in f) or sum(f) == 0):
+        raise ValueError(f"{name} must be a list of 1-16 numbers with a non-zero sum, got {f!r}")
+
+
 def _to_plain(x):
     if dataclasses.is_dataclass(x):
         return {f.name: _to_plain(getattr(x, f.name)) for f in dataclasses.fields(x)}

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigBase, register_network
+from .config import ConfigBase, check_choice, check_filter, check_float, check_int, register_network
 from .generator import _memory_format, channels_at
 from .layers import Conv2dLayer, FullyConnectedLayer, MappingConfig, MappingNetwork, MinibatchStdLayer
 
@@ -45,11 +45,27 @@ class DiscriminatorConfig(ConfigBase):
     mapping: MappingConfig = field(default_factory=_d_mapping_default)
 
     def validate(self) -> None:
+        from .ops import ACTIVATIONS
+
+        check_int("c_dim", self.c_dim, 0, 65536)
+        check_int("img_channels", self.img_channels, 1, 16)
         r = self.img_resolution
-        if r < 8 or r & (r - 1):
+        check_int("img_resolution", r, 8, 16384)
+        if r & (r - 1):
             raise ValueError(f"img_resolution must be a power of two >= 8, got {r}")
-        if self.architecture not in ARCHITECTURES_D:
-            raise ValueError(f"discriminator architecture must be one of {ARCHITECTURES_D}")
+        check_choice("discriminator architecture", self.architecture, ARCHITECTURES_D)
+        check_int("channel_base", self.channel_base, 1, 2**24)
+        check_int("channel_max", self.channel_max, 1, 65536)
+        check_int("num_fp16_res", self.num_fp16_res, 0, 64)
+        check_float("conv_clamp", self.conv_clamp, 1e-8, 1e30, optional=True)
+        check_int("cmap_dim", self.cmap_dim, 1, 65536, optional=True)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("epilogue_activation", self.epilogue_activation, ACTIVATIONS)
+        check_filter("resample_filter", self.resample_filter)
+        check_int("freeze_layers", self.freeze_layers, 0, 1000)
+        check_int("mbstd_group_size", self.mbstd_group_size, 1, 65536, optional=True)
+        check_int("mbstd_num_channels", self.mbstd_num_channels, 0, 64)
+        self.mapping.validate()
 
 
 class DiscriminatorBlock(nn.Module):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigBase, register_network
+from .config import ConfigBase, check_choice, check_filter, check_float, check_int, register_network
 from .layers import Conv2dLayer, MappingConfig, MappingNetwork, SynthesisLayer, ToRGBLayer
 from .ops import setup_filter, upsample2d
 
@@ -37,6 +37,18 @@ class SynthesisConfig(ConfigBase):
     use_noise: bool = True
     activation: str = "lrelu"
 
+    def validate(self) -> None:
+        from .ops import ACTIVATIONS
+
+        check_int("channel_base", self.channel_base, 1, 2**24)
+        check_int("channel_max", self.channel_max, 1, 65536)
+        check_int("num_fp16_res", self.num_fp16_res, 0, 64)
+        check_float("conv_clamp", self.conv_clamp, 1e-8, 1e30, optional=True)
+        check_choice("synthesis architecture", self.architecture, ARCHITECTURES_G)
+        check_filter("resample_filter", self.resample_filter)
+        check_choice("use_noise", self.use_noise, (True, False))
+        check_choice("synthesis activation", self.activation, ACTIVATIONS)
+
 
 @dataclass
 class GeneratorConfig(ConfigBase):
@@ -51,11 +63,18 @@ class GeneratorConfig(ConfigBase):
     synthesis: SynthesisConfig = field(default_factory=SynthesisConfig)
 
     def validate(self) -> None:
+        check_int("z_dim", self.z_dim, 0, 65536)
+        check_int("c_dim", self.c_dim, 0, 65536)
+        check_int("w_dim", self.w_dim, 1, 65536)
+        check_int("img_channels", self.img_channels, 1, 16)
         r = self.img_resolution
-        if r < 4 or r & (r - 1):
+        check_int("img_resolution", r, 4, 16384)
+        if r & (r - 1):
             raise ValueError(f"img_resolution must be a power of two >= 4, got {r}")
-        if self.synthesis.architecture not in ARCHITECTURES_G:
-            raise ValueError(f"synthesis architecture must be one of {ARCHITECTURES_G}")
+        if self.z_dim + self.c_dim == 0:
+            raise ValueError("a generator needs z_dim > 0 or c_dim > 0")
+        self.mapping.validate()
+        self.synthesis.validate()
 
 
 def channels_at(res: int, channel_base: int, channel_max: int) -> int:

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .config import ConfigBase
+from .config import ConfigBase, check_choice, check_float, check_int
 from .ops import WeightLayouts, activation_gain, bias_act, conv2d_resample, modulated_conv2d, setup_filter
 
 
@@ -115,6 +115,16 @@ class MappingConfig(ConfigBase):
     activation: str = "lrelu"
     lr_multiplier: float = 0.01
     w_avg_beta: Optional[float] = 0.995  # None: no tracked w_avg (discriminator's label mapping)
+
+    def validate(self) -> None:
+        from .ops import ACTIVATIONS
+
+        check_int("mapping num_layers", self.num_layers, 0, 64)
+        check_int("mapping embed_features", self.embed_features, 1, 65536, optional=True)
+        check_int("mapping layer_features", self.layer_features, 1, 65536, optional=True)
+        check_choice("mapping activation", self.activation, ACTIVATIONS)
+        check_float("mapping lr_multiplier", self.lr_multiplier, 1e-8, 1e8)
+        check_float("mapping w_avg_beta", self.w_avg_beta, 0.0, 1.0, optional=True)
 
 
 class MappingNetwork(nn.Module):

@@ -11,9 +11,12 @@ The records are then translated into styleforge configs and state dicts (``offic
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
+import os
 import pickle
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
@@ -23,8 +26,20 @@ import torch
 
 from ..errors import NetworkFormatError, UnsafePickleError
 
+# Caps on what an untrusted file may ask for (far above any real network; they bound time and memory).
+MAX_NESTING = 64  # depth of plain containers in kwargs
+MAX_TENSOR_RANK = 8
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Untrusted text made safe for a one-line message: control characters escaped, length capped."""
+    text = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", str(text))
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 # ----------------------------------------------------------------------------------------------------------
-# Stand-ins for the globals an official pickle references.
+# Stand-ins for the globals an official pickle references. None of them can be modified by the file: the
+# unpickler refuses BUILD (attribute setting) on everything except freshly made numpy dtypes.
 
 
 @dataclass
@@ -37,52 +52,90 @@ class PersistentRecord:
 
     @property
     def init_kwargs(self) -> Dict[str, Any]:
-        return _plain(self.state.get("_init_kwargs") or {})
+        kw = self.state.get("_init_kwargs")
+        if kw is None:
+            return {}
+        if not isinstance(kw, dict):
+            raise NetworkFormatError(f"{self.class_name}: constructor kwargs are a {type(kw).__name__}, not a dict")
+        return _plain(kw)
 
-    def named_tensors(self, prefix: str = "") -> Dict[str, torch.Tensor]:
+    def named_tensors(self, prefix: str = "", depth: int = 0) -> Dict[str, torch.Tensor]:
         """Flatten parameters and buffers of this module and its children into dotted names."""
+        if depth > MAX_NESTING:
+            raise NetworkFormatError("modules are nested too deeply")
         out: Dict[str, torch.Tensor] = {}
         for group in ("_parameters", "_buffers"):
-            for name, t in (self.state.get(group) or {}).items():
+            for name, t in self.state.get(group, {}).items():
                 if t is not None:
                     if not isinstance(t, torch.Tensor):
-                        raise NetworkFormatError(f"{prefix}{name} is a {type(t).__name__}, not a tensor")
+                        raise NetworkFormatError(f"{one_line(prefix + name)} is a {type(t).__name__}, not a tensor")
                     out[prefix + name] = t
-        for name, child in (self.state.get("_modules") or {}).items():
+        for name, child in self.state.get("_modules", {}).items():
             if child is None:
                 continue
             if not isinstance(child, PersistentRecord):
-                raise NetworkFormatError(f"submodule {prefix}{name} is a {type(child).__name__}, not a module record")
-            out.update(child.named_tensors(prefix + name + "."))
+                raise NetworkFormatError(
+                    f"submodule {one_line(prefix + name)} is a {type(child).__name__}, not a module record")
+            out.update(child.named_tensors(prefix + name + ".", depth + 1))
         return out
 
 
 def _reconstruct_persistent_obj(meta):
     """Stand-in for the official reconstructor: keep class name and state, ignore ``module_src``."""
-    if not isinstance(meta, dict) or "class_name" not in meta or "state" not in meta:
-        raise NetworkFormatError("persistent object without class_name/state")
+    if not isinstance(meta, dict) or not isinstance(meta.get("class_name"), str) or "state" not in meta:
+        raise NetworkFormatError("persistent object without a class name and state")
     state = meta["state"]
     if not isinstance(state, dict):
         raise NetworkFormatError("persistent object state is not a dict")
-    return PersistentRecord(class_name=str(meta["class_name"]), state=state, version=meta.get("version"))
+    for group in ("_parameters", "_buffers", "_modules"):
+        g = state.get(group, {})
+        if g is None:
+            state[group] = g = {}
+        if not isinstance(g, dict) or not all(isinstance(k, str) for k in g):
+            raise NetworkFormatError(f"{one_line(meta['class_name'])}.{group} is not a dict of names")
+    return PersistentRecord(class_name=meta["class_name"], state=state, version=meta.get("version"))
 
 
 class _EasyDict(dict):
     """Stand-in for ``dnnlib.util.EasyDict`` (a dict with attribute access)."""
 
 
+def _ordered_dict(items=()):
+    if not isinstance(items, (list, tuple)):
+        raise NetworkFormatError("OrderedDict built from a non-list")
+    return collections.OrderedDict(items)
+
+
+def _set(items=()):
+    if not isinstance(items, (list, tuple)):
+        raise NetworkFormatError("set built from a non-list")
+    return set(items)
+
+
+def _frozenset(items=()):
+    if not isinstance(items, (list, tuple)):
+        raise NetworkFormatError("frozenset built from a non-list")
+    return frozenset(items)
+
+
 def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
-    if not isinstance(storage, torch.Tensor) or storage.ndim != 1:
+    if not isinstance(storage, torch.Tensor) or storage.ndim != 1 or not storage.is_contiguous():
         raise NetworkFormatError("tensor record does not point at a storage")
-    size = tuple(int(s) for s in size)
-    stride = tuple(int(s) for s in stride)
-    offset = int(storage_offset)
-    if any(s < 0 for s in size) or any(s < 0 for s in stride) or offset < 0:
+    if not isinstance(size, tuple) or not isinstance(stride, tuple) or len(size) != len(stride) or len(size) > MAX_TENSOR_RANK:
+        raise NetworkFormatError("tensor record has a malformed size/stride")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in size + stride + (storage_offset,)):
+        raise NetworkFormatError("tensor record has non-integer size, stride or offset")
+    if any(v < 0 for v in size + stride) or storage_offset < 0:
         raise NetworkFormatError("tensor record has negative size, stride or offset")
-    extent = offset + (sum((n - 1) * s for n, s in zip(size, stride)) + 1 if all(size) else 0)
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel > storage.numel():  # official tensors are dense: no tensor is larger than its storage
+        raise NetworkFormatError("tensor record is larger than its storage (truncated or corrupt file?)")
+    extent = storage_offset + (sum((n - 1) * s for n, s in zip(size, stride)) + 1 if numel else 0)
     if extent > storage.numel():
         raise NetworkFormatError("tensor record reaches past the end of its storage (truncated file?)")
-    return storage.as_strided(size, stride, offset)
+    return storage.as_strided(size, stride, storage_offset)
 
 
 def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *args):
@@ -92,16 +145,16 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *args):
 
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "BFloat16Storage": None,  # handled through torch (numpy has no bfloat16)
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
+    "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64,
+    "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16,
+    "LongStorage": torch.int64,
+    "IntStorage": torch.int32,
+    "ShortStorage": torch.int16,
+    "CharStorage": torch.int8,
+    "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool,
 }
 
 
@@ -110,18 +163,51 @@ class _StorageType:
         self.name = name
 
 
-class _BlobUnpickler(pickle.Unpickler):
-    """Reads the small pickles inside one legacy ``torch.save`` storage blob."""
+class _SafeUnpicklerBase(pickle._Unpickler):
+    """The pure-Python unpickler with BUILD restricted: its memo is a dict (a huge memo index in a hostile file
+    costs nothing), and BUILD may only restore numpy dtype state, never set attributes on other objects."""
+
+    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def load_build(self):
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if isinstance(inst, np.dtype):
+            _restore_dtype_state(inst, state)
+        elif isinstance(inst, (dict, collections.OrderedDict)) and not state:
+            pass  # dict subclasses may carry an empty instance dict
+        else:
+            raise UnsafePickleError(f"refusing to set state on a {one_line(type(inst).__name__)} object")
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def find_class(self, module, name):
+        if self.proto < 3 and (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif self.proto < 3 and module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
+        return self.resolve(module, name)
+
+    def resolve(self, module, name):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class _BlobUnpickler(_SafeUnpicklerBase):
+    """Reads the small pickles inside one legacy ``torch.save`` storage blob."""
+
+    def resolve(self, module, name):
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        raise UnsafePickleError(f"refusing global {module}.{name} inside a tensor blob")
+        raise UnsafePickleError(f"refusing global {one_line(repr(module + '.' + name))} inside a tensor blob")
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)
+                and isinstance(pid[4], int)):
             raise NetworkFormatError("unexpected persistent id inside a tensor blob")
-        return ("storage", pid[1].name, str(pid[2]), int(pid[4]))
+        return ("storage", pid[1].name, str(pid[2]), pid[4])
+
+
+_BLOB_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 def _load_from_bytes(b):
@@ -130,20 +216,20 @@ def _load_from_bytes(b):
         raise NetworkFormatError("tensor blob is not bytes")
     f = io.BytesIO(b)
     try:
-        magic = _BlobUnpickler(f).load()
-        if magic != 0x1950A86A20F9469CFC6C:
+        if _BlobUnpickler(f).load() != _BLOB_MAGIC:
             raise NetworkFormatError("tensor blob has a bad magic number")
-        proto = _BlobUnpickler(f).load()
-        if proto != 1001:
-            raise NetworkFormatError(f"tensor blob has unsupported protocol {proto!r}")
+        if _BlobUnpickler(f).load() != 1001:
+            raise NetworkFormatError("tensor blob has an unsupported protocol")
         sys_info = _BlobUnpickler(f).load()
         if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
             raise NetworkFormatError("big-endian tensor blobs are not supported")
         obj = _BlobUnpickler(f).load()
         keys = _BlobUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, struct.error) as e:
-        raise NetworkFormatError(f"corrupt tensor blob ({e})") from None
-    if not (isinstance(obj, tuple) and obj and obj[0] == "storage"):
+    except (NetworkFormatError, UnsafePickleError):
+        raise
+    except Exception as e:
+        raise NetworkFormatError(f"corrupt tensor blob ({type(e).__name__})") from None
+    if not (isinstance(obj, tuple) and len(obj) == 4 and obj[0] == "storage"):
         raise NetworkFormatError("tensor blob does not hold a storage")
     if not isinstance(keys, list) or len(keys) != 1:
         raise NetworkFormatError("tensor blob must hold exactly one storage")
@@ -154,40 +240,51 @@ def _load_from_bytes(b):
     (count,) = struct.unpack("<q", head)
     if count != numel or count < 0:
         raise NetworkFormatError("tensor blob element count does not match its header")
-    if type_name == "BFloat16Storage":
-        raw = f.read(count * 2)
-        if len(raw) != count * 2:
-            raise NetworkFormatError("tensor blob is truncated")
-        return torch.frombuffer(bytearray(raw), dtype=torch.bfloat16).clone() if count else torch.zeros(0, dtype=torch.bfloat16)
-    dt = np.dtype(_STORAGE_DTYPES[type_name])
-    nbytes = count * dt.itemsize
-    raw = f.read(nbytes)
-    if len(raw) != nbytes:
+    dtype = _STORAGE_DTYPES[type_name]
+    nbytes = count * torch.empty(0, dtype=dtype).element_size()
+    if nbytes > len(b) - f.tell():
         raise NetworkFormatError("tensor blob is truncated")
-    arr = np.frombuffer(raw, dtype=dt.newbyteorder("<")).astype(dt, copy=True)
-    return torch.from_numpy(arr)
+    raw = bytearray(f.read(nbytes))  # a private, writable, fixed-size buffer
+    if not count:
+        return torch.zeros(0, dtype=dtype)
+    return torch.frombuffer(raw, dtype=dtype)
 
 
 _NUMERIC_KINDS = set("biuf?c")
 
 
-def _safe_dtype(spec, align=False, copy=False):
-    dt = np.dtype(spec)
-    if dt.kind not in _NUMERIC_KINDS or dt.fields is not None or dt.subdtype is not None:
-        raise UnsafePickleError(f"refusing non-numeric numpy dtype {spec!r}")
+def _check_numeric_dtype(dt: np.dtype) -> np.dtype:
+    if dt.kind not in _NUMERIC_KINDS or dt.hasobject or dt.fields is not None or dt.subdtype is not None:
+        raise UnsafePickleError(f"refusing non-numeric numpy dtype {one_line(str(dt))}")
     return dt
 
 
+def _safe_dtype(spec, align=False, copy=True):
+    if not isinstance(spec, str) or len(spec) > 8:
+        raise UnsafePickleError("refusing a numpy dtype that is not a short type code")
+    # copy=True always: a BUILD on the returned dtype must never touch numpy's shared builtin descriptors
+    return _check_numeric_dtype(np.dtype(spec, bool(align), True))
+
+
+def _restore_dtype_state(dt: np.dtype, state) -> None:
+    if not (isinstance(state, tuple) and 8 <= len(state) <= 9 and state[2] is None and state[3] is None
+            and state[4] is None and all(isinstance(v, int) for v in state[5:8])):
+        raise UnsafePickleError("refusing unusual numpy dtype state")
+    dt.__setstate__(state)
+    _check_numeric_dtype(dt)
+
+
 def _numpy_scalar(dtype, data=None):
-    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC_KINDS:
-        raise UnsafePickleError("refusing numpy scalar of a non-numeric dtype")
-    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
+    if not isinstance(dtype, np.dtype):
+        raise UnsafePickleError("refusing numpy scalar without a dtype")
+    dt = _check_numeric_dtype(np.dtype(dtype.str))  # a fresh dtype from the type code alone
+    if not isinstance(data, (bytes, bytearray)) or len(data) != dt.itemsize:
         raise NetworkFormatError("corrupt numpy scalar")
-    return np.frombuffer(bytes(data), dtype=dtype)[0]
+    return np.frombuffer(bytes(data), dtype=dt)[0]
 
 
 def _codecs_encode(obj, encoding="utf-8", errors="strict"):
-    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8"):
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1", "utf-8", "utf8") or errors != "strict":
         raise UnsafePickleError("refusing _codecs.encode with unexpected arguments")
     return obj.encode(encoding, errors)
 
@@ -196,9 +293,9 @@ def _codecs_encode(obj, encoding="utf-8", errors="strict"):
 ALLOWED_GLOBALS = {
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
     ("dnnlib.util", "EasyDict"): _EasyDict,
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
+    ("collections", "OrderedDict"): _ordered_dict,
+    ("builtins", "set"): _set,
+    ("builtins", "frozenset"): _frozenset,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
     ("torch.storage", "_load_from_bytes"): _load_from_bytes,
@@ -209,31 +306,79 @@ ALLOWED_GLOBALS = {
 }
 
 
-class RestrictedUnpickler(pickle.Unpickler):
+class _BoundedReader:
+    """File wrapper whose reads never ask for more than the file holds (a hostile length field cannot make
+    the unpickler allocate gigabytes)."""
+
+    def __init__(self, f):
+        self._f = f
+        try:
+            pos = f.tell()
+            self._left = os.fstat(f.fileno()).st_size - pos
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            cur = f.tell()
+            f.seek(0, io.SEEK_END)
+            self._left = f.tell() - cur
+            f.seek(cur)
+
+    def read(self, n=-1):
+        n = self._left if n is None or n < 0 else min(n, self._left)
+        b = self._f.read(n)
+        self._left -= len(b)
+        return b
+
+    def readinto(self, buf):
+        mv = memoryview(buf)[: self._left]
+        k = self._f.readinto(mv)
+        self._left -= k
+        return k
+
+    def readline(self):
+        line = self._f.readline(self._left)
+        self._left -= len(line)
+        if not line.endswith(b"\n"):  # text opcodes always end in a newline: this is a truncated file
+            raise EOFError("truncated text opcode")
+        return line
+
+
+class RestrictedUnpickler(_SafeUnpicklerBase):
     """Unpickler that resolves only :data:`ALLOWED_GLOBALS` and refuses everything else."""
 
-    def find_class(self, module, name):
+    def __init__(self, f):
+        super().__init__(_BoundedReader(f))
+
+    def resolve(self, module, name):
         fn = ALLOWED_GLOBALS.get((module, name))
         if fn is None:
-            raise UnsafePickleError(f"refusing global '{module}.{name}' (not on styleforge's allow-list)")
+            raise UnsafePickleError(
+                f"refusing global {one_line(repr(str(module) + '.' + str(name)))} (not on styleforge's allow-list)")
         return fn
 
     def persistent_load(self, pid):
         raise NetworkFormatError("unexpected persistent id in a network pickle")
 
 
-def _plain(x):
+def _plain(x, depth: int = 0, seen=None):
     """Convert EasyDicts/OrderedDicts/numpy scalars/tuples into plain JSON-able Python values."""
+    if depth > MAX_NESTING:
+        raise NetworkFormatError("settings are nested too deeply")
+    if isinstance(x, (dict, list, tuple, set, frozenset)):
+        seen = seen or set()
+        if id(x) in seen:
+            raise NetworkFormatError("settings contain a reference cycle")
+        seen = seen | {id(x)}
     if isinstance(x, PersistentRecord):
         return {"class_name": x.class_name, "init_kwargs": x.init_kwargs}
     if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
+        return {str(k): _plain(v, depth + 1, seen) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [_plain(v, depth + 1, seen) for v in x]
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, (set, frozenset)):
-        return sorted(_plain(v) for v in x)
+        return sorted((_plain(v, depth + 1, seen) for v in x), key=repr)
+    if isinstance(x, torch.Tensor):
+        return x.tolist() if x.numel() <= 16 else f"<tensor {list(x.shape)}>"
     return x
 
 
@@ -262,7 +407,7 @@ def read_official_pickle(f, name: str = "network pickle") -> OfficialPickle:
     except MemoryError:
         raise NetworkFormatError(f"{name}: pickle asks for more memory than available; the file is corrupt") from None
     except Exception as e:  # any other decoding failure of untrusted bytes is a format error, never a crash
-        raise NetworkFormatError(f"{name}: not a readable network pickle ({type(e).__name__}: {e})") from None
+        raise NetworkFormatError(f"{name}: not a readable network pickle ({type(e).__name__}: {one_line(e, 120)})") from None
     if not isinstance(data, dict):
         raise NetworkFormatError(f"{name}: pickle holds a {type(data).__name__}, not a network dict (G, D, G_ema)")
     out = OfficialPickle()
@@ -278,7 +423,10 @@ def read_official_pickle(f, name: str = "network pickle") -> OfficialPickle:
     tsk = data.get("training_set_kwargs")
     if tsk is not None and not isinstance(tsk, dict):
         raise NetworkFormatError(f"{name}: training_set_kwargs is not a dict")
-    out.training_set_kwargs = _plain(tsk) if tsk is not None else None
+    try:
+        out.training_set_kwargs = _plain(tsk) if tsk is not None else None
+    except NetworkFormatError as e:
+        raise NetworkFormatError(f"{name}: training_set_kwargs: {e}") from None
     return out
 
 
