@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from .commands.align import align_cmd
 from .commands.convert import convert_cmd, info_cmd
 from .commands.dataset import dataset_tool_cmd
 from .commands.generate import generate_cmd
@@ -23,6 +24,7 @@ main.add_command(generate_cmd, "generate")
 main.add_command(convert_cmd, "convert")
 main.add_command(info_cmd, "info")
 main.add_command(dataset_tool_cmd, "dataset")
+main.add_command(align_cmd, "align")
 
 if __name__ == "__main__":
     main()

@@ -22,7 +22,7 @@ from ..errors import NetworkFormatError
 from ..utils.fileio import atomic_path
 from . import discriminator as _d  # noqa: F401  (registers the architectures)
 from . import generator as _g  # noqa: F401
-from .config import build_network, network_spec
+from .config import build_network, network_spec, skip_init
 from .official import (
     discriminator_config_from_official,
     generator_config_from_official,
@@ -95,13 +95,12 @@ def _load_into(net: nn.Module, tensors: Dict[str, torch.Tensor], where: str) -> 
 
 def _build(arch: str, config: Dict[str, Any], tensors: Dict[str, torch.Tensor], where: str) -> nn.Module:
     try:
-        with torch.device("meta"):
+        with skip_init():
             net = build_network(arch, config)
     except Exception as e:  # an untrusted config: whatever goes wrong is a format problem of the file
         raise NetworkFormatError(f"{where}: cannot build network from its config ({type(e).__name__}: {e})") from None
     _load_into(net, tensors, where)
-    # Parameters loaded with assign=True keep requires_grad=False when the source tensors had it; make
-    # the module look like a freshly built one.
+    # assign=True keeps the loaded tensors themselves; make the parameters look like freshly built ones
     for p in net.parameters():
         p.requires_grad_(True)
     return net.eval()

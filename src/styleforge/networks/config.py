@@ -7,13 +7,36 @@ Every network class registers under an ``arch`` name (``stylegan2.generator``, l
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import typing
-from typing import Any, Callable, Dict, Type
+from typing import Any, Callable, Dict, Iterator, Sequence, Type
 
+import torch
 from torch import nn
 
 _REGISTRY: Dict[str, Type[nn.Module]] = {}
+_SKIP_INIT = contextvars.ContextVar("styleforge_skip_init", default=False)
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Build networks with uninitialised weights (``torch.empty``): for loading, where every tensor is then
+    replaced from the file. Saves drawing tens of millions of random numbers per network."""
+    token = _SKIP_INIT.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_INIT.reset(token)
+
+
+def init_normal(shape: Sequence[int], scale: float = 1.0) -> torch.Tensor:
+    """N(0, scale^2) initial values, or uninitialised memory inside :func:`skip_init`."""
+    if _SKIP_INIT.get():
+        return torch.empty(list(shape))
+    t = torch.randn(list(shape))
+    return t * scale if scale != 1 else t
 
 
 def register_network(arch: str) -> Callable[[Type[nn.Module]], Type[nn.Module]]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigBase, check_choice, check_filter, check_float, check_int, register_network
+from .config import ConfigBase, check_choice, check_filter, check_float, check_int, init_normal, register_network
 from .layers import Conv2dLayer, MappingConfig, MappingNetwork, SynthesisLayer, ToRGBLayer
 from .ops import setup_filter, upsample2d
 
@@ -119,7 +119,7 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 0
         self.num_torgb = 0
         if in_channels == 0:
-            self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
+            self.const = nn.Parameter(init_normal([out_channels, resolution, resolution]))
         else:
             self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **layer_kw)
             self.num_conv += 1

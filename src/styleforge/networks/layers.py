@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .config import ConfigBase, check_choice, check_float, check_int
+from .config import ConfigBase, check_choice, check_float, check_int, init_normal
 from .ops import WeightLayouts, activation_gain, bias_act, conv2d_resample, modulated_conv2d, setup_filter
 
 
@@ -34,7 +34,7 @@ class FullyConnectedLayer(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation
-        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.weight = nn.Parameter(init_normal([out_features, in_features], 1 / lr_multiplier))
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
@@ -80,7 +80,7 @@ class Conv2dLayer(nn.Module):
         self.padding = kernel_size // 2
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.act_gain = activation_gain(activation)
-        weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
+        weight = init_normal([out_channels, in_channels, kernel_size, kernel_size])
         b = torch.zeros([out_channels]) if bias else None
         if trainable:
             self.weight = nn.Parameter(weight)
@@ -217,9 +217,9 @@ class SynthesisLayer(nn.Module):
         self.padding = kernel_size // 2
         self.act_gain = activation_gain(activation)
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.weight = nn.Parameter(init_normal([out_channels, in_channels, kernel_size, kernel_size]))
         if use_noise:
-            self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+            self.register_buffer("noise_const", init_normal([resolution, resolution]))
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self._layouts = WeightLayouts()
@@ -254,7 +254,7 @@ class ToRGBLayer(nn.Module):
         super().__init__()
         self.conv_clamp = conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
+        self.weight = nn.Parameter(init_normal([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 

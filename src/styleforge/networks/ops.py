@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -80,16 +81,17 @@ def bias_act(
 def setup_filter(f: Sequence[float] = (1, 3, 3, 1), normalize: bool = True) -> torch.Tensor:
     """Build the 2-D resampling filter StyleGAN2 stores: a short 1-D kernel becomes its outer product.
 
-    The [1,3,3,1] default gives a [4,4] float32 tensor that sums to 1 (as the official buffers do).
+    The [1,3,3,1] default gives a [4,4] float32 tensor that sums to 1 (as the official buffers do). Always
+    built on the CPU with numpy, so that building a network runs no tensor ops.
     """
-    t = torch.as_tensor(f, dtype=torch.float32)
-    if t.ndim == 0:
-        t = t[None]
-    if t.ndim == 1 and t.numel() < 8:
-        t = torch.outer(t, t)
+    a = np.asarray(f, dtype=np.float32)
+    if a.ndim == 0:
+        a = a[None]
+    if a.ndim == 1 and a.size < 8:
+        a = np.outer(a, a)
     if normalize:
-        t = t / t.sum()
-    return t
+        a = a / a.sum()
+    return torch.tensor(a, dtype=torch.float32, device="cpu")
 
 
 def _parse_padding(padding) -> tuple:

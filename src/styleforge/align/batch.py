@@ -1,0 +1,350 @@
+"""Batch FFHQ alignment: folders and files of photos in, ``<name>.png`` + ``<name>.json`` per face out.
+
+Folders are searched recursively (hidden files and the output folder are skipped) and their sub-folder layout is
+kept in the output. For each photo the most prominent face is aligned (``all_faces``: every face, written as
+``<name>_01.png``, ``<name>_02.png``, ... in order of prominence). The JSON next to each PNG holds the source,
+detector box and score, the 68 landmarks and the crop quad. A photo is finished once its JSON exists; such photos
+are skipped on the next run (resume). Photos without a face and unreadable files give a warning and are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import StyleforgeError
+from ..utils.cli import shard_items
+from ..utils.fileio import atomic_path, ensure_outdir, save_image
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = ["AlignResult", "align_images", "list_sources", "load_photo", "default_transform_size"]
+
+
+@dataclass
+class AlignResult:
+    outdir: Path
+    shard: Tuple[int, int] = (0, 1)
+    images: int = 0                                               # photos in this shard
+    written: List[Path] = field(default_factory=list)             # aligned PNGs written by this run
+    aligned: List[str] = field(default_factory=list)              # photos aligned by this run
+    skipped: List[str] = field(default_factory=list)              # photos already done (resume)
+    no_face: List[str] = field(default_factory=list)
+    failed: List[Tuple[str, str]] = field(default_factory=list)   # (photo, reason): unreadable or not alignable
+    ignored: int = 0                                              # non-image files in the source folders
+
+    @property
+    def counts(self) -> Dict[str, int]:
+        return {
+            "images": self.images, "aligned": len(self.aligned), "faces": len(self.written),
+            "skipped": len(self.skipped), "no_face": len(self.no_face), "failed": len(self.failed),
+            "ignored": self.ignored,
+        }
+
+    def summary(self) -> str:
+        c = self.counts
+        shard = "" if self.shard == (0, 1) else f" (shard {self.shard[0]}/{self.shard[1]})"
+        msg = f"aligned {c['aligned']} of {c['images']} photo(s){shard}: {c['faces']} face image(s) in {self.outdir}"
+        extra = []
+        if c["skipped"]:
+            extra.append(f"{c['skipped']} already done")
+        if c["no_face"]:
+            extra.append(f"{c['no_face']} without a face")
+        if c["failed"]:
+            extra.append(f"{c['failed']} unreadable or failed")
+        if c["ignored"]:
+            extra.append(f"{c['ignored']} non-image file(s) ignored")
+        return msg + (f"; {', '.join(extra)}" if extra else "")
+
+
+def _image_extensions() -> frozenset:
+    import PIL.Image
+
+    PIL.Image.init()
+    return frozenset(ext.lower() for ext, fmt in PIL.Image.registered_extensions().items() if fmt in PIL.Image.OPEN)
+
+
+def _inside(path: Path, folder: Optional[Path]) -> bool:
+    if folder is None:
+        return False
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def list_sources(sources: Iterable[PathLike], exclude: Optional[PathLike] = None) -> Tuple[List[Tuple[Path, str]], int]:
+    """``(photo path, output key)`` pairs in a stable order, and the number of non-image files skipped.
+
+    A folder contributes every image file below it (by extension; hidden entries and ``exclude`` are skipped),
+    keyed by its path relative to the folder without the extension. A file given directly is always tried,
+    keyed by its stem. Keys that collide (``a.jpg`` and ``a.png``) get the extension appended.
+    """
+    exts = _image_extensions()
+    excl = Path(exclude).resolve() if exclude is not None else None
+    items: List[Tuple[Path, str]] = []
+    seen = set()
+    ignored = 0
+    for src in sources:
+        src = Path(src).expanduser()
+        if src.is_dir():
+            root = src.resolve()
+            found = []
+            for dirpath, dirnames, filenames in os.walk(root):
+                d = Path(dirpath)
+                dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and not _inside(d / n, excl))
+                for n in sorted(filenames):
+                    if n.startswith("."):
+                        continue
+                    p = d / n
+                    if p.suffix.lower() not in exts:
+                        ignored += 1
+                        continue
+                    found.append((p, p.relative_to(root).with_suffix("").as_posix()))
+            for p, key in found:
+                if p not in seen:
+                    seen.add(p)
+                    items.append((p, key))
+        elif src.exists():
+            p = src.resolve()
+            if p not in seen:
+                seen.add(p)
+                items.append((p, src.stem))
+        else:
+            raise StyleforgeError(f"{src}: no such file or folder (--source)")
+    dup = Counter(k for _, k in items)
+    out = []
+    for p, k in items:
+        if dup[k] > 1:
+            k = f"{k}_{p.suffix.lstrip('.').lower()}" if p.suffix else k
+        out.append((p, k))
+    return out, ignored
+
+
+def load_photo(path: PathLike) -> np.ndarray:
+    """Read a photo as HxWx3 uint8 RGB, applying its EXIF orientation (phone photos)."""
+    import PIL.Image
+    import PIL.ImageOps
+
+    with PIL.Image.open(path) as im:
+        im.load()
+        im = PIL.ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            a = np.asarray(im, dtype=np.float64)
+            if im.mode.startswith("I;16") or (a.size and a.max() > 255):
+                a = a / 257.0
+            im = PIL.Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        return np.asarray(im, dtype=np.uint8).copy()
+
+
+def default_transform_size(size: int) -> int:
+    """Supersampling canvas: 4x the output up to FFHQ's 4096 (identical to FFHQ at 1024, much faster below)."""
+    return max(int(size), min(4 * int(size), 4096))
+
+
+def _short(e: BaseException) -> str:
+    s = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return s[:150]
+
+
+def _outputs(outdir: Path, key: str, all_faces: bool, n: int) -> List[Tuple[Path, Path]]:
+    if not all_faces:
+        return [(outdir / f"{key}.png", outdir / f"{key}.json")]
+    return [(outdir / f"{key}_{i:02d}.png", outdir / f"{key}_{i:02d}.json") for i in range(1, n + 1)]
+
+
+def _finished(outdir: Path, key: str, all_faces: bool) -> Optional[Dict]:
+    """The JSON of a photo whose outputs are all there (a finished photo), else None."""
+    png, js = _outputs(outdir, key, all_faces, 1)[0]
+    if not (js.is_file() and png.is_file()):
+        return None
+    try:
+        meta = json.loads(js.read_text())
+        n = int(meta.get("faces_written", 1)) if all_faces else 1
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+    if not all(p.is_file() and j.is_file() for p, j in _outputs(outdir, key, all_faces, n)):
+        return None
+    return meta
+
+
+def _round(a, nd: int = 2):
+    return np.round(np.asarray(a, dtype=np.float64), nd).tolist()
+
+
+def _save_json(path: Path, obj: Dict) -> None:
+    """Atomic JSON with one top-level key per line and compact values (68 landmarks stay readable)."""
+    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, separators=(', ', ': '))}" for k, v in obj.items())
+    with atomic_path(path) as tmp:
+        tmp.write_text("{\n" + body + "\n}\n")
+
+
+def _unreadable_reason(e: BaseException, path: Path) -> str:
+    import PIL
+
+    if isinstance(e, PIL.UnidentifiedImageError):
+        return "unknown or damaged image format"
+    return _short(e).replace(f"'{path}'", "").replace(str(path), "").strip(" :") or type(e).__name__
+
+
+def _default_log(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _align_one(path: Path, key: str, det, det_name: str, res: AlignResult, outdir: Path, size: int, tsize: int,
+               all_faces: bool, padding: bool, log: Callable[[str], None]) -> None:
+    """Detect, align and save the face(s) of one photo, recording the outcome in ``res``."""
+    from .ffhq import align_face
+
+    try:
+        img = load_photo(path)
+    except Exception as e:  # any decoder error means "not a readable image"
+        reason = _unreadable_reason(e, path)
+        res.failed.append((str(path), reason))
+        log(f"warning: {path}: not a readable image ({reason}); skipped")
+        return
+    try:
+        faces = det.detect(img)
+    except (ValueError, RuntimeError, MemoryError) as e:
+        res.failed.append((str(path), _short(e)))
+        log(f"warning: {path}: face detection failed ({_short(e)}); skipped")
+        return
+    if not faces:
+        res.no_face.append(str(path))
+        log(f"warning: {path}: no face found; skipped")
+        return
+    chosen = faces if all_faces else faces[:1]
+    ok = 0
+    for i, (face, (png, js)) in enumerate(zip(chosen, _outputs(outdir, key, all_faces, len(chosen)))):
+        try:
+            aligned, info = align_face(img, face.landmarks68, output_size=size, transform_size=tsize,
+                                       enable_padding=padding)
+        except (ValueError, MemoryError) as e:
+            log(f"warning: {path}: face {i + 1} could not be aligned ({_short(e)}); skipped")
+            continue
+        png.parent.mkdir(parents=True, exist_ok=True)
+        save_image(aligned, png)
+        _save_json(js, {
+            "source": str(path),
+            "image": png.name,
+            "face": i + 1,
+            "faces_found": len(faces),
+            "faces_written": len(chosen),
+            "detector": det_name,
+            "box": _round(face.box),
+            "score": round(float(face.score), 4),
+            "landmarks": _round(face.landmarks68),
+            "quad": _round(info["quad"], 3),
+            "qsize": round(info["qsize"], 3),
+            "eye_left": _round(info["eye_left"], 3),
+            "eye_right": _round(info["eye_right"], 3),
+            "mouth_left": _round(info["mouth_left"], 3),
+            "mouth_right": _round(info["mouth_right"], 3),
+            "aligned_points": {k: _round(v, 2) for k, v in info["aligned_points"].items()},
+            "size": size,
+            "padding": bool(padding),
+            "source_size": [int(img.shape[1]), int(img.shape[0])],
+        })
+        res.written.append(png)
+        ok += 1
+    if ok:
+        res.aligned.append(str(path))
+    else:
+        res.failed.append((str(path), "no face could be aligned"))
+
+
+def align_images(
+    sources: Union[PathLike, Sequence[PathLike]],
+    outdir: PathLike,
+    size: int = 1024,
+    all_faces: bool = False,
+    padding: bool = True,
+    detector: Union[str, object] = "dlib",
+    shard: Tuple[int, int] = (0, 1),
+    skip_existing: bool = True,
+    transform_size: Optional[int] = None,
+    progress: bool = True,
+    log: Optional[Callable[[str], None]] = None,
+) -> AlignResult:
+    """FFHQ-align the faces in ``sources`` (folders and/or files) into ``outdir``; see the module docstring.
+
+    ``detector`` is a name (``dlib``, ``face-alignment``) or an object with ``detect(image) -> [Face]``.
+    Warnings (no face, unreadable file) and the final summary go to ``log`` (default: stderr). Returns an
+    :class:`AlignResult` (``.counts``, ``.summary()``). Raises :class:`StyleforgeError` if no images are found
+    or if images were found but none could be aligned (and none was already done).
+    """
+    from tqdm import tqdm
+
+    from .landmarks import get_detector
+
+    log = log or _default_log
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    sources = list(sources)
+    if not sources:
+        raise StyleforgeError("no --source given: pass folders or image files")
+    shard = tuple(int(v) for v in shard)
+    if len(shard) != 2 or shard[1] < 1 or not 0 <= shard[0] < shard[1]:
+        raise StyleforgeError(f"shard {shard!r}: use (i, n) with 0 <= i < n")
+    size = int(size)
+    if size < 8:
+        raise StyleforgeError(f"--size {size}: too small; use e.g. 256, 512 or 1024")
+    tsize = int(transform_size) if transform_size else default_transform_size(size)
+    outdir_p = Path(outdir).expanduser()
+    items, ignored = list_sources(sources, exclude=outdir_p)
+    if not items:
+        what = ", ".join(str(s) for s in sources)
+        extra = f" ({ignored} non-image file(s) there)" if ignored else ""
+        raise StyleforgeError(f"no images found in {what}{extra}")
+    outdir_p = ensure_outdir(outdir_p)
+    res = AlignResult(outdir=outdir_p, shard=shard, ignored=ignored)
+    mine = shard_items(items, shard)
+    res.images = len(mine)
+    if not mine:
+        log(f"warning: shard {shard[0]}/{shard[1]} has no images ({len(items)} in total)")
+        return res
+
+    todo = []
+    for path, key in mine:
+        meta = _finished(outdir_p, key, all_faces) if skip_existing else None
+        if meta is None:
+            todo.append((path, key))
+            continue
+        if meta.get("size", size) != size:
+            raise StyleforgeError(
+                f"{outdir_p} already holds {meta.get('size')}px faces ({meta.get('image', key)}); "
+                f"use another --dest for --size {size}, or --overwrite"
+            )
+        res.skipped.append(str(path))
+
+    det = (get_detector(detector) if isinstance(detector, str) else detector) if todo else None
+    det_name = getattr(det, "name", None) or (detector if isinstance(detector, str) else type(detector).__name__)
+    bar = tqdm(total=len(todo), unit="img", desc="align", disable=not progress or not todo, file=sys.stderr)
+    try:
+        for path, key in todo:
+            _align_one(path, key, det, det_name, res, outdir_p, size, tsize, all_faces, padding, log)
+            bar.update(1)
+            bar.set_postfix(faces=len(res.written), refresh=False)
+    finally:
+        bar.close()
+    log(res.summary())
+    if not res.aligned and not res.skipped:
+        parts = []
+        if res.no_face:
+            parts.append(f"{len(res.no_face)} without a face")
+        if res.failed:
+            parts.append(f"{len(res.failed)} unreadable or failed")
+        raise StyleforgeError(f"no face aligned: {res.images} photo(s) tried, {', '.join(parts)} (see the warnings above)")
+    return res

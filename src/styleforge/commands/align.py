@@ -1,0 +1,42 @@
+"""``align``: FFHQ-style face alignment of photos (folders or files) into ``<name>.png`` + ``<name>.json``."""
+
+from __future__ import annotations
+
+import click
+
+from ..utils.cli import parse_shard, user_errors
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-s", "--source", "sources", multiple=True, required=True, type=click.Path(), metavar="PATH",
+              help="Photo or folder of photos (searched recursively). Repeat for several.")
+@click.option("-d", "--dest", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Output folder (sub-folders of a source folder are kept).")
+@click.option("--size", type=click.IntRange(min=8), default=1024, show_default=True,
+              help="Output side length (FFHQ: 1024; StyleGAN training needs a power of two).")
+@click.option("--all-faces", is_flag=True,
+              help="Align every face (<name>_01.png, _02.png, ... most prominent first), not only the main one.")
+@click.option("--no-padding", is_flag=True,
+              help="Do not reflect-pad and blur where the crop leaves the photo (those areas stay black).")
+@click.option("--detector", type=click.Choice(["dlib", "face-alignment"]), default="dlib", show_default=True,
+              help="Landmark detector. dlib ships its model (pip install 'styleforge[align]'); face-alignment "
+                   "needs its weights in $TORCH_HOME/hub/checkpoints.")
+@click.option("--shard", default=None, metavar="i/n", help="Process shard i of n (default: from SLURM array vars).")
+@click.option("--overwrite", is_flag=True, help="Redo photos that already have outputs (default: skip them, i.e. resume).")
+@user_errors
+def align_cmd(sources, dest, size, all_faces, no_padding, detector, shard, overwrite):
+    """Crop and align faces the way FFHQ was made (eyes and mouth at fixed places, rotation levelled).
+
+    Photos without a face and unreadable files are reported and skipped. Each aligned face gets a JSON
+    with the source, detector box and score, the 68 landmarks and the crop quad.
+
+    \b
+    Examples:
+      align.py -s photos/ -d aligned/                      (1024x1024, main face of each photo)
+      align.py -s group.jpg -d aligned/ --all-faces --size 256
+      align.py -s photos/ -d aligned/ --shard 3/10         (one job of an array; rerun to resume)
+    """
+    from ..align.batch import align_images
+
+    align_images(list(sources), dest, size=size, all_faces=all_faces, padding=not no_padding, detector=detector,
+                 shard=parse_shard(shard), skip_existing=not overwrite)
