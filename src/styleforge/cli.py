@@ -12,6 +12,7 @@ from .commands.align import align_cmd
 from .commands.convert import convert_cmd, info_cmd
 from .commands.dataset import dataset_tool_cmd
 from .commands.generate import generate_cmd
+from .commands.train import train_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +26,7 @@ main.add_command(convert_cmd, "convert")
 main.add_command(info_cmd, "info")
 main.add_command(dataset_tool_cmd, "dataset")
 main.add_command(align_cmd, "align")
+main.add_command(train_cmd, "train")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,79 @@
+"""``train``: train a StyleGAN2-ADA model, with the official train.py flags (plus resume, CPU and HPC options)."""
+
+from __future__ import annotations
+
+import click
+
+from ..utils.cli import user_errors
+
+_PRESETS = ["auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "cpu"]
+
+
+def _metrics(ctx, param, value):
+    if value is None or value.strip().lower() in ("", "none"):
+        return []
+    return [m.strip() for m in value.split(",") if m.strip()]
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+# General.
+@click.option("--outdir", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Where to make the run folders (<outdir>/00000-<desc>/).")
+@click.option("--gpus", type=click.IntRange(min=1), default=None, metavar="INT",
+              help="Number of processes/GPUs (power of two; default 1, or torchrun's count). On CPU use torchrun.")
+@click.option("--snap", type=click.IntRange(min=1), default=None, metavar="INT",
+              help="Snapshot (network, state, fakes) every INT ticks. Default: preset (50; cpu: 5).")
+@click.option("--metrics", callback=_metrics, default="none", show_default=True, metavar="LIST",
+              help="Metrics after each snapshot (none for now; hook point).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
+@click.option("-n", "--dry-run", is_flag=True, help="Print the training options and exit.")
+# Dataset.
+@click.option("--data", required=True, type=click.Path(), metavar="PATH", help="Training data (zip or folder).")
+@click.option("--cond", is_flag=True, help="Train a conditional model (labels from dataset.json).")
+@click.option("--mirror", is_flag=True, help="Add x-flipped copies of the dataset.")
+# Base config.
+@click.option("--cfg", type=click.Choice(_PRESETS), default="auto", show_default=True, help="Base config.")
+@click.option("--gamma", type=float, default=None, help="R1 regularisation weight. Default: preset.")
+@click.option("--kimg", type=float, default=None, help="Training length in thousands of images. Default: preset.")
+@click.option("--batch", type=click.IntRange(min=1), default=None, help="Global batch size. Default: preset.")
+# Augmentation.
+@click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None,
+              help="Augmentation mode [default: ada].")
+@click.option("--p", type=float, default=None, help="Augmentation probability for --aug fixed.")
+@click.option("--target", type=float, default=None, help="ADA target value for --aug ada [default: 0.6].")
+@click.option("--augpipe", default=None, metavar="NAME", help="Augmentation pipeline: blit|geom|color|bg|bgc [default: bgc].")
+# Transfer / resume.
+@click.option("--resume", default=None, metavar="auto|PATH",
+              help="auto: continue the newest run in --outdir with the same --data and --cfg (or start one). "
+                   "PATH: a network to fine-tune from (official .pkl or styleforge .safetensors), or a "
+                   "resume-state.pt / run folder to continue.")
+# Performance.
+@click.option("--kimg-per-tick", type=float, default=None, help="Progress-report interval in kimg. Default: preset.")
+@click.option("--workers", type=click.IntRange(min=0), default=3, show_default=True, help="DataLoader worker processes.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
+@click.option("--deterministic", is_flag=True,
+              help="Deterministic algorithms and no loader workers: a resumed run matches an uninterrupted one bit for bit (CPU).")
+@click.option("--fp32", is_flag=True, help="Disable mixed precision on CUDA (CPU training is always fp32).")
+@user_errors
+def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cfg, gamma, kimg, batch, aug, p, target,
+              augpipe, resume, kimg_per_tick, workers, device, deterministic, fp32):
+    """Train a StyleGAN2-ADA model (official train.py flags).
+
+    \b
+    Examples:
+      train.py --outdir runs --data faces32.zip --cfg cpu --mirror
+      train.py --outdir runs --data faces32.zip --cfg cpu --resume auto       (continue after a stop)
+      train.py --outdir runs --data afhq256.zip --cfg paper256 --resume ffhq256.pkl --kimg 500
+      torchrun --nproc_per_node 2 scripts/train.py --outdir runs --data faces32.zip --cfg cpu
+
+    SIGTERM or Ctrl-C finishes the current step, saves resume-state.pt in the run folder and exits 0.
+    """
+    from ..train.loop import train
+
+    res = train(outdir=outdir, data=data, cfg=cfg, gpus=gpus, batch=batch, gamma=gamma, kimg=kimg, snap=snap,
+                mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, resume=resume, seed=seed,
+                metrics=metrics, kimg_per_tick=kimg_per_tick, workers=workers, device=device,
+                deterministic=deterministic, fp32=fp32, dry_run=dry_run)
+    if res.run_dir is not None:
+        what = "stopped" if res.stopped else "finished"
+        click.echo(f"{what} at {res.cur_nimg / 1000:g} kimg; run folder: {res.run_dir}")
