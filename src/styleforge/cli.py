@@ -12,6 +12,8 @@ from .commands.align import align_cmd
 from .commands.convert import convert_cmd, info_cmd
 from .commands.dataset import dataset_tool_cmd
 from .commands.generate import generate_cmd
+from .commands.interpolate import interpolate_cmd
+from .commands.project import project_cmd
 from .commands.train import train_cmd
 
 
@@ -27,6 +29,8 @@ main.add_command(info_cmd, "info")
 main.add_command(dataset_tool_cmd, "dataset")
 main.add_command(align_cmd, "align")
 main.add_command(train_cmd, "train")
+main.add_command(project_cmd, "project")
+main.add_command(interpolate_cmd, "interpolate")
 
 if __name__ == "__main__":
     main()

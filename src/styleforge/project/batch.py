@@ -1,0 +1,523 @@
+"""Projection of files and folders: targets in, one output folder per target out (the library behind
+``scripts/project.py`` / ``styleforge project``).
+
+- ``target`` is one image file (outputs go to ``outdir`` itself, as the official projector writes them) or a
+  folder, searched recursively for images (outputs go to ``outdir/<relative path without extension>/``);
+- ``shard=(i, n)`` keeps the i-th of n contiguous slices of the sorted target list (default from SLURM
+  array variables in the CLI); targets whose ``projection.json`` exists with the same settings are skipped,
+  so a killed job can simply be run again;
+- a target that cannot be read or written is reported and the others carry on; a summary comes at the end;
+- several targets are optimised together with ``batch_size`` > 1 (each keeps its own RNG stream).
+
+Per target: ``target.png`` (the preprocessed target), ``proj.png`` (the final projection, rendered with the
+network's own noise maps exactly as the official projector and ``generate.py --projected-w`` render it),
+``projected_w.npz`` (``w`` [1, num_ws, w_dim]), ``projected_noise.npz`` (the optimised noise maps, for an
+even closer reconstruction), optionally ``proj.mp4`` (target | projection for every step, 10 fps, libx264
+16M) and last ``projection.json`` (settings, final feature distance, PSNR, SSIM, timings), whose presence
+marks the target as finished.
+
+Target preprocessing is the official one: convert to RGB (or L for grayscale networks), centre-crop to a
+square of side min(w, h), LANCZOS-resize to the network's resolution. Two deliberate additions: the EXIF
+orientation is applied first (phone photos are otherwise sideways), and ``projection.json`` records when a
+target had to be *upscaled* (smaller than the network's resolution), since an upscaled photo is blurry and
+projects worse. Faces should be aligned like FFHQ first (see the align tool); the projector does not align.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..errors import StyleforgeError
+from ..utils.fileio import ensure_outdir, save_image, save_json, save_npz
+from .features import DiscriminatorFeatures, FeatureNet, PixelLoss, VGG16LPIPS, psnr, ssim
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+LOSSES = ("vgg", "discriminator", "pixel")
+DONE_FILE = "projection.json"
+PathLike = Union[str, os.PathLike]
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Targets
+
+
+@dataclass
+class Target:
+    name: str  # '' for a single file (outputs in outdir itself), else the relative path without extension
+    path: Path
+    outdir: Path
+
+
+def find_targets(target: PathLike, outdir: PathLike) -> List[Target]:
+    """The images to project, sorted, each with its output folder."""
+    src = Path(target).expanduser()
+    out = Path(outdir)
+    if src.is_file():
+        return [Target("", src, out)]
+    if not src.exists():
+        raise StyleforgeError(f"{src}: no such file or folder (--target)")
+    if not src.is_dir():
+        raise StyleforgeError(f"{src}: not a file or folder (--target)")
+    out_abs = out.resolve()
+    files = []
+    for p in sorted(src.rglob("*")):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTS:
+            continue
+        if any(part.startswith(".") for part in p.relative_to(src).parts):
+            continue  # hidden files and folders (.ipynb_checkpoints, our own temporary files)
+        with contextlib.suppress(ValueError):
+            p.resolve().relative_to(out_abs)
+            continue  # our own outputs (outdir inside the target folder)
+        files.append(p)
+    if not files:
+        raise StyleforgeError(f"{src}: no images found (looked for {', '.join(IMAGE_EXTS)})")
+    stems: Dict[str, int] = {}
+    for p in files:
+        key = p.relative_to(src).with_suffix("").as_posix()
+        stems[key] = stems.get(key, 0) + 1
+    targets = []
+    for p in files:
+        key = p.relative_to(src).with_suffix("").as_posix()
+        if stems[key] > 1:  # a.png and a.jpg: keep both apart
+            key = key + "_" + p.suffix.lower().lstrip(".")
+        targets.append(Target(key, p, out / key))
+    return targets
+
+
+def load_target_image(path: PathLike, resolution: int, channels: int = 3) -> Tuple[np.ndarray, dict]:
+    """Read an image as the official projector does: RGB (L for 1-channel networks), centre square crop,
+    LANCZOS resize to ``resolution``. Returns uint8 [H, W, C] and a small record of what was done."""
+    import PIL.Image
+    import PIL.ImageOps
+
+    if channels not in (1, 3):
+        raise StyleforgeError(
+            f"the network makes {channels}-channel images; projection supports 1 (grayscale) or 3 (RGB) channels"
+        )
+    path = Path(path)
+    try:
+        with PIL.Image.open(path) as im:
+            im.load()
+            im = PIL.ImageOps.exif_transpose(im) or im
+            mode_in = im.mode
+            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+                im = _high_depth_to_8bit(im)
+            im = im.convert("RGB" if channels == 3 else "L")
+    except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
+        raise StyleforgeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    w, h = im.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2)
+    im = im.crop(box).resize((resolution, resolution), PIL.Image.LANCZOS)
+    arr = np.asarray(im, dtype=np.uint8)
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    info = {"source": str(path), "size": [w, h], "mode": mode_in, "crop_box": list(box),
+            "resize": f"lanczos {s}->{resolution}", "upscaled": s < resolution}
+    return arr, info
+
+
+def _high_depth_to_8bit(im):
+    """16-bit / 32-bit integer or float grayscale -> 8-bit L (PIL's own conversion would clip at 255)."""
+    import PIL.Image
+
+    a = np.asarray(im, dtype=np.float64)
+    top = a.max() if a.size else 0.0
+    if im.mode == "F" and top <= 1.0:
+        a = a * 255.0
+    elif top > 255:
+        a = a / (65535.0 if top <= 65535 else top) * 255.0
+    return PIL.Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loss choice
+
+
+def vgg_available(vgg: Optional[PathLike] = None) -> bool:
+    if vgg is not None:
+        return Path(vgg).expanduser().is_file()
+    p = VGG16LPIPS.cached_path()
+    return p.is_file() and p.stat().st_size > 0
+
+
+def effective_loss(loss: Optional[str], vgg: Optional[PathLike] = None, allow_download: Optional[bool] = None) -> str:
+    """The loss that will be used: ``loss`` if given; otherwise vgg when its file is present (or may be
+    downloaded), else discriminator."""
+    from ..utils.cache import downloads_allowed
+
+    if loss is not None:
+        if loss not in LOSSES:
+            raise StyleforgeError(f"--loss {loss!r}: use {', '.join(LOSSES)}")
+        return loss
+    if vgg is not None or vgg_available() or downloads_allowed(allow_download):
+        return "vgg"
+    return "discriminator"
+
+
+def build_feature_net(
+    loss: Optional[str],
+    network_path: Optional[PathLike],
+    vgg: Optional[PathLike] = None,
+    allow_download: Optional[bool] = None,
+    device=None,
+    log: Log = _stderr,
+) -> FeatureNet:
+    """The feature network for ``--loss`` (None: vgg if present, else the network's discriminator with a
+    one-line notice)."""
+    chosen = effective_loss(loss, vgg, allow_download)
+    if loss is None and chosen == "discriminator":
+        log(f"note: {VGG16LPIPS.cached_path().name} not found (looked for {VGG16LPIPS.cached_path()}); using "
+            f"--loss discriminator instead of the official VGG16 LPIPS loss (get it from {VGG16LPIPS.url()} "
+            "or pass --allow-download)")
+    if chosen == "vgg":
+        net: FeatureNet = VGG16LPIPS(vgg, allow_download)
+    elif chosen == "discriminator":
+        net = DiscriminatorFeatures(load_discriminator(network_path))
+    else:
+        net = PixelLoss()
+    return net.to(device) if device is not None else net
+
+
+def load_discriminator(network_path: Optional[PathLike]):
+    from ..assets import default_network_path
+    from ..errors import NetworkFormatError
+    from ..networks.checkpoint import load_network
+
+    path = Path(network_path) if network_path is not None else default_network_path()
+    try:
+        D = load_network(path, which="D")
+    except NetworkFormatError as e:
+        if "has no network 'D'" in str(e):
+            raise StyleforgeError(
+                f"{path}: holds no discriminator, which --loss discriminator needs; use --loss pixel, or "
+                f"--loss vgg with NVIDIA's vgg16.pt ({VGG16LPIPS.url()})"
+            ) from None
+        raise
+    return D.eval().requires_grad_(False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Videos (shared with interpolate)
+
+
+def ffmpeg_available() -> Optional[str]:
+    """None if mp4 writing works, else the reason."""
+    try:
+        import imageio.v2  # noqa: F401
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except Exception as e:  # ImportError, or no ffmpeg binary
+        return f"{type(e).__name__}: {e}; pip install imageio imageio-ffmpeg"
+    return None
+
+
+def write_mp4(frames: Iterable[np.ndarray], path: PathLike, fps: float = 10, bitrate: str = "16M") -> Path:
+    """Write HWC uint8 frames to an H.264 mp4 (imageio + libx264), atomically."""
+    import imageio.v2 as imageio
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    os.close(fd)
+    try:
+        writer = imageio.get_writer(tmp, mode="I", fps=fps, codec="libx264", bitrate=bitrate,
+                                    macro_block_size=1, ffmpeg_log_level="error")
+        try:
+            for fr in frames:
+                if fr.ndim == 3 and fr.shape[2] == 1:
+                    fr = np.repeat(fr, 3, axis=2)
+                writer.append_data(fr)
+        finally:
+            writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_gif(frames: Sequence[np.ndarray], path: PathLike, fps: float = 10) -> Path:
+    """Write HWC uint8 frames as a looping GIF (PIL only), atomically."""
+    import PIL.Image
+
+    from ..utils.fileio import atomic_path
+
+    ims = [PIL.Image.fromarray(f[:, :, 0] if f.shape[2] == 1 else f) for f in frames]
+    with atomic_path(path) as tmp:
+        ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=0)
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The batch driver
+
+
+@dataclass
+class BatchResult:
+    outdir: Path
+    done: List[Target] = field(default_factory=list)
+    skipped: List[Target] = field(default_factory=list)
+    failed: List[Tuple[Target, str]] = field(default_factory=list)
+    loss: str = ""
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        s = f"projected {len(self.done)} target(s)"
+        if self.skipped:
+            s += f", skipped {len(self.skipped)} already finished"
+        if self.failed:
+            s += f", {len(self.failed)} failed"
+        return s + f" in {self.seconds:.1f}s; outputs in {self.outdir}"
+
+
+def _settings(network: Path, space: str, num_steps: int, seed: int, loss: str) -> dict:
+    return {"network": str(network), "space": space, "num_steps": num_steps, "seed": seed, "loss": loss}
+
+
+def _finished(t: Target, settings: dict) -> Optional[bool]:
+    """True: finished with these settings; False: not finished; None: finished with other settings."""
+    p = t.outdir / DONE_FILE
+    if not p.is_file() or not (t.outdir / "projected_w.npz").is_file():
+        return False
+    try:
+        old = json.loads(p.read_text()).get("settings", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True if all(old.get(k) == v for k, v in settings.items()) else None
+
+
+def project_files(
+    target: PathLike,
+    outdir: PathLike,
+    network: Optional[PathLike] = None,
+    space: str = "w",
+    num_steps: int = 1000,
+    seed: int = 303,
+    loss: Optional[str] = None,
+    vgg: Optional[PathLike] = None,
+    save_video: bool = True,
+    shard: Tuple[int, int] = (0, 1),
+    device: str = "auto",
+    allow_download: Optional[bool] = None,
+    batch_size: int = 1,
+    overwrite: bool = False,
+    feature_net: Optional[FeatureNet] = None,
+    progress: bool = True,
+    log: Log = _stderr,
+    config=None,
+    tune_allocator: bool = False,
+) -> BatchResult:
+    """Project every target image into ``network`` and write the per-target outputs (see module doc).
+
+    ``feature_net`` overrides ``loss`` (e.g. a small net in tests); ``config`` a ProjectorConfig (its
+    num_steps/space are replaced by the arguments). ``tune_allocator``: on CPU, call
+    :func:`~styleforge.project.projector.tune_cpu_allocator` first (process-wide; the CLI turns it on).
+    """
+    from ..generate import load_generator
+    from ..utils.cli import resolve_device, shard_items
+    from ..utils.cache import resolve_file
+    from .projector import ProjectorConfig, check_projectable, compute_w_stats, tune_cpu_allocator
+
+    t_begin = time.perf_counter()
+    if space not in ("w", "w+"):
+        raise StyleforgeError(f"--space {space!r}: use w or w+")
+    if num_steps < 1:
+        raise StyleforgeError("--num-steps must be at least 1")
+    if batch_size < 1:
+        raise StyleforgeError("--batch-size must be at least 1")
+    cfg = config or ProjectorConfig()
+    from dataclasses import replace
+
+    cfg = replace(cfg, num_steps=num_steps, space=space)
+    targets = find_targets(target, outdir)
+    single = len(targets) == 1 and targets[0].name == ""
+    targets = shard_items(targets, shard)
+    out_root = ensure_outdir(outdir)
+    res = BatchResult(outdir=out_root)
+
+    from ..assets import default_network_path
+
+    net_path = default_network_path() if network is None else resolve_file(str(network), allow_download, what="network file")
+    loss_name = feature_net.name if feature_net is not None else effective_loss(loss, vgg, allow_download)
+    settings = _settings(Path(net_path).resolve(), space, num_steps, seed, loss_name)
+
+    todo: List[Target] = []
+    for t in targets:
+        state = False if overwrite else _finished(t, settings)
+        if state is True:
+            res.skipped.append(t)
+        elif state is None:
+            res.failed.append((t, f"{t.outdir} holds a projection made with other settings; use another --outdir or --overwrite"))
+        else:
+            todo.append(t)
+    if single and res.skipped:
+        log(f"note: {targets[0].path} is already projected in {out_root} ({DONE_FILE} exists); pass --overwrite to redo it")
+    if not todo:
+        res.seconds = time.perf_counter() - t_begin
+        return res
+
+    dev = resolve_device(device)
+    if dev.type == "cpu" and tune_allocator:
+        tune_cpu_allocator()
+    G, _ = load_generator(net_path, dev)
+    check_projectable(G)
+    if G.img_channels not in (1, 3):
+        raise StyleforgeError(f"{net_path}: the network makes {G.img_channels}-channel images; projection supports 1 or 3")
+    if feature_net is None:
+        feature_net = build_feature_net(loss, net_path, vgg, allow_download, dev, log)
+    else:
+        feature_net = feature_net.to(dev)
+    res.loss = loss_name
+    if save_video:
+        why = ffmpeg_available()
+        if why is not None:
+            log(f"note: proj.mp4 is skipped: mp4 writing is unavailable ({why})")
+            save_video = False
+
+    # Load targets; a bad one is reported and skipped.
+    loaded = []
+    for t in todo:
+        try:
+            arr, info = load_target_image(t.path, G.img_resolution, G.img_channels)
+            loaded.append((t, arr, info))
+        except StyleforgeError as e:
+            res.failed.append((t, str(e)))
+            log(f"skipped: {e}")
+    if not loaded:
+        res.seconds = time.perf_counter() - t_begin
+        return res
+
+    stats = compute_w_stats(G, cfg.w_avg_samples, cfg.w_avg_seed)
+    start_img = None
+    for b in range(0, len(loaded), batch_size):
+        chunk = loaded[b: b + batch_size]
+        try:
+            outs, start_img = _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, progress,
+                                             settings, net_path, start_img)
+        except StyleforgeError as e:
+            for t, _, _ in chunk:
+                res.failed.append((t, str(e)))
+            log(f"skipped: {e}")
+            continue
+        for t, _, _ in chunk:
+            err = outs.get(t.name)
+            if err:
+                res.failed.append((t, err))
+                log(f"skipped: {err}")
+            else:
+                res.done.append(t)
+    res.seconds = time.perf_counter() - t_begin
+    return res
+
+
+def _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, progress, settings, net_path, start_img):
+    """Project one batch of loaded targets and write their outputs.
+
+    Returns ({name: error message or None}, the start image (w_avg rendered), computed once per run)."""
+    from tqdm import tqdm
+
+    from .projector import project, synthesize, to_image_range, to_uint8
+
+    names = [t.name or t.path.name for t, _, _ in chunk]
+    desc = names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1})"
+    arrs = np.stack([a for _, a, _ in chunk])  # [N, H, W, C]
+    targets = torch.from_numpy(arrs).permute(0, 3, 1, 2).to(torch.float32)
+    bar = tqdm(total=cfg.num_steps, unit="step", desc=f"project {desc}", disable=not progress, leave=False)
+
+    def cb(step, total, dist):
+        bar.update(1)
+        if step % 10 == 0 or step == total - 1:
+            bar.set_postfix(dist=" ".join(f"{d:.4f}" for d in dist.tolist()[:4]))
+
+    try:
+        r = project(G, targets, feature_net, seeds=seed, config=cfg, stats=stats, keep_steps=save_video, callback=cb)
+    finally:
+        bar.close()
+    out: dict = {}
+    if start_img is None:
+        start_img = to_uint8(synthesize(G, stats.w_avg.reshape(1, 1, -1).repeat(1, G.num_ws, 1)))[0]
+    synth = synthesize(G, r.w)  # official rendering: the network's own noise maps
+    synth_u8 = to_uint8(synth)
+    synth_opt_noise = to_uint8(synthesize(G, r.w, r.noise)) if r.noise else synth_u8
+    dev = next(G.parameters()).device
+    with torch.no_grad():
+        final_dist = feature_net.distance(feature_net(to_image_range(synth).to(dev)), feature_net(targets.to(dev))).cpu()
+    for i, (t, arr, info) in enumerate(chunk):
+        t0 = time.perf_counter()
+        try:
+            ensure_outdir(t.outdir)
+            save_image(arr, t.outdir / "target.png")
+            save_image(synth_u8[i], t.outdir / "proj.png")
+            save_npz(t.outdir / "projected_w.npz", w=r.w[i: i + 1].numpy().astype(np.float32))
+            if r.noise:
+                save_npz(t.outdir / "projected_noise.npz", **{k: v[i].numpy() for k, v in r.noise.items()})
+            video = None
+            if save_video and r.w_steps is not None:
+                frames = (np.concatenate([arr, to_uint8(synthesize(G, r.w_steps[i, s: s + 1]))[0]], axis=1)
+                          for s in range(r.num_steps))
+                video = write_mp4(frames, t.outdir / "proj.mp4", fps=10, bitrate="16M")
+            a = torch.tensor(arr, dtype=torch.float64).permute(2, 0, 1)[None]
+            p = torch.tensor(synth_u8[i], dtype=torch.float64).permute(2, 0, 1)[None]
+            ps = psnr(synth_u8[i], arr)
+            metrics = {
+                "feature_distance": float(final_dist[i]),
+                "lpips": float(final_dist[i]) if feature_net.name == "vgg" else None,
+                "psnr": _finite(ps),
+                "ssim": round(float(ssim(p, a, data_range=255.0)[0]), 6),
+                "psnr_start": _finite(psnr(start_img, arr)),
+                "psnr_with_optimised_noise": _finite(psnr(synth_opt_noise[i], arr)),
+                "last_step_distance": float(r.dist[i]),
+            }
+            record = {
+                "settings": settings,
+                "target": info,
+                "network": str(net_path),
+                "space": r.space,
+                "num_steps": r.num_steps,
+                "seed": r.seeds[i],
+                "loss": feature_net.describe(),
+                "resolution": G.img_resolution,
+                "num_ws": G.num_ws,
+                "w_dim": G.w_dim,
+                "batch_size": len(chunk),
+                "final": metrics,
+                "timings": {
+                    "w_stats_s": round(stats.seconds, 3),
+                    "projection_s": round(r.seconds, 3),
+                    "s_per_step": round(r.seconds / r.num_steps, 5),
+                    "outputs_s": round(time.perf_counter() - t0, 3),
+                    "note": "projection_s covers the whole batch of batch_size targets",
+                },
+                "w_std": stats.w_std,
+                "files": sorted(["target.png", "proj.png", "projected_w.npz"]
+                                + (["projected_noise.npz"] if r.noise else []) + (["proj.mp4"] if video else [])),
+                "render_note": "proj.png uses the network's noise_const maps (official; generate.py --projected-w "
+                               "reproduces it); psnr_with_optimised_noise uses projected_noise.npz",
+            }
+            save_json(t.outdir / DONE_FILE, record)
+            out[t.name] = None
+        except (StyleforgeError, OSError) as e:
+            out[t.name] = f"{t.path}: writing outputs failed ({e})"
+    return out, start_img
+
+
+def _finite(x: float) -> Optional[float]:
+    return round(x, 4) if np.isfinite(x) else None

@@ -1,0 +1,241 @@
+"""Latent interpolation: lerp in W / W+ between saved latents, slerp in Z (or lerp in W) between seeds.
+
+Endpoints are either latent files (``.npz`` with ``w`` [N, num_ws, w_dim], e.g. ``projected_w.npz`` or
+generate's ``ws.npz``; ``FILE.npz:K`` picks row K, default 0) or seeds (z drawn as the official scripts do,
+``RandomState(seed).randn(z_dim)``). Spaces:
+
+- ``z`` (seeds only): spherical interpolation of z, each frame mapped with the truncation settings;
+- ``w``: linear interpolation of a single w (both endpoints must have the same w in every layer);
+- ``w+``: linear interpolation of the full [num_ws, w_dim] latents (the default for latent files whose
+  layers differ, e.g. W+ projections).
+
+Frames are rendered with ``noise_mode='const'`` and converted like ``generate.py`` (x * 127.5 + 128), so
+the first and last frames equal ``generate.py --projected-w`` of the endpoints. Outputs in ``outdir``:
+``interp.png`` (all frames in one row), ``interp.mp4`` (or ``interp.gif``), ``interp.npz`` (``w`` [T,
+num_ws, w_dim] readable by ``generate.py --projected-w``, ``t``, and ``z`` for Z-space runs) and
+``interpolation.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from ..errors import StyleforgeError
+
+SPACES = ("z", "w", "w+")
+PathLike = Union[str, os.PathLike]
+
+
+def lerp(a: np.ndarray, b: np.ndarray, t) -> np.ndarray:
+    """Linear interpolation [T, *a.shape]; t=0 gives exactly a and t=1 exactly b."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64).reshape(-1, *([1] * a.ndim))
+    out = a + (b - a) * t
+    out[np.isclose(t.reshape(-1), 0.0)] = a
+    out[np.isclose(t.reshape(-1), 1.0)] = b
+    return out
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t, eps: float = 1e-7) -> np.ndarray:
+    """Spherical interpolation of vectors [D] -> [T, D]: the direction moves along the great circle from a
+    to b at constant angular speed, the length changes linearly (unit vectors stay on the unit sphere).
+    Falls back to lerp for (anti)parallel vectors. t=0 gives exactly a and t=1 exactly b."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1)
+    b = np.asarray(b, dtype=np.float64).reshape(-1)
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < eps or nb < eps:
+        return lerp(a, b, t)
+    ua, ub = a / na, b / nb
+    cos = float(np.clip(np.dot(ua, ub), -1.0, 1.0))
+    omega = np.arccos(cos)
+    so = np.sin(omega)
+    if so < eps:
+        return lerp(a, b, t)
+    direction = (np.sin((1 - t) * omega)[:, None] * ua + np.sin(t * omega)[:, None] * ub) / so
+    out = direction * ((1 - t) * na + t * nb)[:, None]
+    out[np.isclose(t, 0.0)] = a
+    out[np.isclose(t, 1.0)] = b
+    return out
+
+
+_ROW = re.compile(r"^(.*\.npz):(\d+)$", re.IGNORECASE)
+
+
+def load_latent(spec: PathLike, num_ws: int, w_dim: int) -> Tuple[np.ndarray, str]:
+    """One latent [num_ws, w_dim] from ``FILE.npz`` or ``FILE.npz:K``; returns it and a label."""
+    from ..generate import load_ws
+
+    spec = os.fspath(spec)
+    row = 0
+    m = _ROW.match(spec)
+    if m and not Path(spec).exists():
+        spec, row = m.group(1), int(m.group(2))
+    ws = load_ws(spec, num_ws, w_dim)
+    if not 0 <= row < len(ws):
+        raise StyleforgeError(f"{spec}: has {len(ws)} latent(s); row {row} does not exist")
+    if row == 0 and len(ws) > 1:
+        warnings.warn(f"{spec} holds {len(ws)} latents; using the first (pick another with {spec}:K)")
+    return ws[row].astype(np.float64), f"{spec}:{row}" if len(ws) > 1 else spec
+
+
+@dataclass
+class Interpolation:
+    t: np.ndarray
+    ws: np.ndarray  # [T, num_ws, w_dim] float32
+    space: str
+    z: Optional[np.ndarray] = None  # [T, z_dim] for Z-space runs
+    endpoints: List[str] = field(default_factory=list)
+
+
+def interpolate_latents(
+    G,
+    steps: int = 8,
+    space: Optional[str] = None,
+    from_w: Optional[PathLike] = None,
+    to_w: Optional[PathLike] = None,
+    from_seed: Optional[int] = None,
+    to_seed: Optional[int] = None,
+    truncation_psi: float = 1.0,
+) -> Interpolation:
+    """The frames' latents between two endpoints (each a latent file or a seed); see the module doc."""
+    from ..generate import seed_to_z
+
+    if steps < 2:
+        raise StyleforgeError("--steps must be at least 2 (the two endpoints)")
+    if space is not None and space not in SPACES:
+        raise StyleforgeError(f"--space {space!r}: use z, w or w+")
+    for a, b, what in ((from_w, from_seed, "from"), (to_w, to_seed, "to")):
+        if a is not None and b is not None:
+            raise StyleforgeError(f"pass either --{what} FILE or --{what}-seed N, not both")
+        if a is None and b is None:
+            raise StyleforgeError(f"missing start or end: pass --{what} FILE.npz or --{what}-seed N")
+    if not getattr(G, "has_w_space", False):
+        raise StyleforgeError("interpolation needs a StyleGAN generator with a W space")
+    seeds_only = from_w is None and to_w is None
+    if seeds_only and getattr(G, "c_dim", 0):
+        raise StyleforgeError("interpolating between seeds needs an unconditional network (this one is conditional)")
+    if space is None:
+        space = "z" if seeds_only else None
+    if space == "z" and not seeds_only:
+        raise StyleforgeError("--space z needs seeds at both ends (--from-seed and --to-seed)")
+    if from_w is not None and to_w is not None and truncation_psi != 1:
+        warnings.warn("--trunc applies to seeds only; latent files are used as saved")
+    t = np.linspace(0.0, 1.0, steps)
+    dev = next(G.parameters()).device
+
+    def map_z(z: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = G.mapping(torch.from_numpy(np.asarray(z)).to(dev), None, truncation_psi=truncation_psi)
+        return out.cpu().numpy().astype(np.float64)
+
+    labels = []
+    if space == "z":
+        za, zb = seed_to_z(from_seed, G.z_dim), seed_to_z(to_seed, G.z_dim)
+        z = slerp(za, zb, t)
+        ws = np.concatenate([map_z(z[i: i + 64]) for i in range(0, steps, 64)])
+        return Interpolation(t, ws.astype(np.float32), "z", z, [f"seed {from_seed}", f"seed {to_seed}"])
+
+    ends = []
+    for w_file, seed in ((from_w, from_seed), (to_w, to_seed)):
+        if w_file is not None:
+            w, label = load_latent(w_file, G.num_ws, G.w_dim)
+        else:
+            w, label = map_z(seed_to_z(seed, G.z_dim)[None])[0], f"seed {seed}"
+        ends.append(w)
+        labels.append(label)
+    same_layers = all(np.array_equal(e, np.broadcast_to(e[:1], e.shape)) for e in ends)
+    if space is None:
+        space = "w" if same_layers else "w+"
+    if space == "w" and not same_layers:
+        raise StyleforgeError("--space w: an endpoint is a W+ latent (its layers differ); use --space w+")
+    if space == "w":
+        ws = lerp(ends[0][0], ends[1][0], t)[:, None, :].repeat(G.num_ws, axis=1)
+    else:
+        ws = lerp(ends[0], ends[1], t)
+    return Interpolation(t, ws.astype(np.float32), space, None, labels)
+
+
+@dataclass
+class InterpolateResult:
+    outdir: Path
+    strip: Path
+    latents: Path
+    video: Optional[Path]
+    manifest: Path
+    space: str
+
+
+def run_interpolation(
+    outdir: PathLike,
+    network: Optional[PathLike] = None,
+    from_w: Optional[PathLike] = None,
+    to_w: Optional[PathLike] = None,
+    from_seed: Optional[int] = None,
+    to_seed: Optional[int] = None,
+    space: Optional[str] = None,
+    steps: int = 8,
+    truncation_psi: float = 1.0,
+    video: str = "mp4",
+    fps: float = 10,
+    device: str = "auto",
+    allow_download: Optional[bool] = None,
+    log=None,
+) -> InterpolateResult:
+    """Interpolate, render every frame and write the strip, the video and the latents to ``outdir``."""
+    from ..generate import load_generator, make_grid, to_uint8
+    from ..utils.cli import resolve_device
+    from ..utils.fileio import ensure_outdir, save_image, save_json, save_npz
+    from .batch import ffmpeg_available, write_gif, write_mp4
+
+    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    if video not in ("mp4", "gif", "none"):
+        raise StyleforgeError(f"video format {video!r}: use mp4, gif or none")
+    if fps <= 0:
+        raise StyleforgeError("--fps must be positive")
+    dev = resolve_device(device)
+    G, net_path = load_generator(network, dev, allow_download)
+    it = interpolate_latents(G, steps, space, from_w, to_w, from_seed, to_seed, truncation_psi)
+    out = ensure_outdir(outdir)
+    frames = []
+    with torch.no_grad():
+        for i in range(len(it.ws)):
+            img = G.synthesis(torch.from_numpy(it.ws[i: i + 1]).to(dev), noise_mode="const")
+            frames.append(to_uint8(img)[0])
+    strip = save_image(make_grid(frames, cols=len(frames)), out / "interp.png")
+    arrays = {"w": it.ws, "t": it.t.astype(np.float32)}
+    if it.z is not None:
+        arrays["z"] = it.z
+        arrays["seeds"] = np.array([from_seed, to_seed])
+    latents = save_npz(out / "interp.npz", **arrays)
+    vid = None
+    if video == "mp4":
+        why = ffmpeg_available()
+        if why is None:
+            vid = write_mp4(frames, out / "interp.mp4", fps=fps, bitrate="16M")
+        else:
+            log(f"note: mp4 writing is unavailable ({why}); writing interp.gif instead")
+            video = "gif"
+    if video == "gif":
+        vid = write_gif(frames, out / "interp.gif", fps=fps)
+    manifest = save_json(out / "interpolation.json", {
+        "network": str(net_path),
+        "space": it.space,
+        "steps": steps,
+        "endpoints": it.endpoints,
+        "truncation_psi": truncation_psi,
+        "noise_mode": "const",
+        "fps": fps,
+        "files": [p.name for p in (strip, latents, vid) if p is not None],
+    })
+    return InterpolateResult(out, strip, latents, vid, manifest, it.space)
