@@ -145,44 +145,21 @@ def test_generate_cli_pngs_match_official_fp32(fixture, tmp_path, psi):
     assert mx <= 1 and frac <= 0.001, (mx, frac)
 
 
-def test_fp32_pickle_pngs_identical_to_official_generate_py(tmp_path):
+@pytest.mark.parametrize("name,ref,extra", [
+    # fp32 pickle: official generate.py ran fp32, so our default fp32 path gives its PNGs
+    ("resnet_fp32_r64", "trunc1.0", []),
+    # fp16 pickles: official generate.py ran the fp16 layers; --fp16 reproduces that path
+    ("cifar_cond_r32", "trunc1.0_class3", ["--class", "3", "--fp16"]),
+    ("paper256_r128", "trunc0.7", ["--trunc", "0.7", "--fp16"]),
+])
+def test_pngs_match_official_generate_py(tmp_path, name, ref, extra):
     from click.testing import CliRunner
 
     from styleforge.commands.generate import generate_cmd
 
-    path = official_pickle("resnet_fp32_r64")
-    ref_dir = OFFICIAL / "resnet_fp32_r64" / "generate_py" / "trunc1.0"
-    r = CliRunner().invoke(generate_cmd, ["--network", str(path), "--seeds", "0-7", "--outdir", str(tmp_path)])
+    path = official_pickle(name)
+    args = ["--network", str(path), "--seeds", "0-7", "--outdir", str(tmp_path)] + extra
+    r = CliRunner().invoke(generate_cmd, args)
     assert r.exit_code == 0, r.output
-    mx, frac = _png_diff(tmp_path, ref_dir, range(8))
-    assert mx <= 1 and frac <= 0.001, (mx, frac)
-
-
-def test_conditional_cli_matches_official_class_pngs(tmp_path):
-    """cifar fixture: official generate.py --class 3 ran its fp16 layers; --fp16 lands within 1 level of it."""
-    from click.testing import CliRunner
-
-    from styleforge.commands.generate import generate_cmd
-
-    path = official_pickle("cifar_cond_r32")
-    ref_dir = OFFICIAL / "cifar_cond_r32" / "generate_py" / "trunc1.0_class3"
-    r = CliRunner().invoke(generate_cmd, ["--network", str(path), "--seeds", "0-7", "--class", "3", "--fp16",
-                                          "--outdir", str(tmp_path)])
-    assert r.exit_code == 0, r.output
-    mx, frac = _png_diff(tmp_path, ref_dir, range(8))
-    assert mx <= 1 and frac <= 0.001, (mx, frac)
-
-
-def test_fp16_flag_matches_official_generate_py_pngs(tmp_path):
-    """paper256 fixture: official generate.py ran the pickle's fp16 layers; --fp16 gives the same PNGs."""
-    from click.testing import CliRunner
-
-    from styleforge.commands.generate import generate_cmd
-
-    path = official_pickle("paper256_r128")
-    ref_dir = OFFICIAL / "paper256_r128" / "generate_py" / "trunc0.7"
-    r = CliRunner().invoke(generate_cmd, ["--network", str(path), "--seeds", "0-7", "--trunc", "0.7", "--fp16",
-                                          "--outdir", str(tmp_path)])
-    assert r.exit_code == 0, r.output
-    mx, frac = _png_diff(tmp_path, ref_dir, range(8))
+    mx, frac = _png_diff(tmp_path, OFFICIAL / name / "generate_py" / ref, range(8))
     assert mx <= 1 and frac <= 0.001, (mx, frac)
