@@ -137,7 +137,7 @@ def test_generate_cli_pngs_match_official_fp32(fixture, tmp_path, psi):
 
     name, path, _, d, _ = fixture
     if "cond" in name:
-        pytest.skip("the conditional fixture's PNGs mix classes per seed; see test_conditional_cli_*")
+        pytest.skip("the conditional fixture's PNGs mix classes per seed; see test_pngs_match_official_generate_py")
     args = ["--network", str(path), "--seeds", "0-7", "--trunc", psi, "--outdir", str(tmp_path), "--batch-size", "3"]
     r = CliRunner().invoke(generate_cmd, args)
     assert r.exit_code == 0, r.output
