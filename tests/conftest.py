@@ -54,3 +54,20 @@ def tiny_discriminator(arch="resnet", c_dim=0, res=16, seed=0, **kw):
     return Discriminator(DiscriminatorConfig(
         c_dim=c_dim, img_resolution=res, img_channels=3, architecture=arch, channel_base=256, channel_max=32, **kw
     )).eval()
+
+
+def assert_one_line_error(result, *needles, exit_code=1, prefixes=("error:",)):
+    """A CLI result that failed with exactly one error line (containing every needle) and no traceback.
+
+    ``exit_code=None`` accepts any non-zero exit. Returns the error line.
+    """
+    if exit_code is None:
+        assert result.exit_code != 0, result.output
+    else:
+        assert result.exit_code == exit_code, result.output
+    assert "Traceback" not in result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.startswith(tuple(prefixes))]
+    assert len(lines) == 1, result.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from conftest import assert_one_line_error
 from styleforge.align import align_face, align_face_5, align_images, ffhq_quad, five_from_68, points_to_aligned
 from styleforge.align import landmarks as lmmod
 from styleforge.commands.align import align_cmd
@@ -57,13 +58,7 @@ def run(args):
 
 
 def one_line_error(r, *needles):
-    assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output
-    lines = [ln for ln in r.output.strip().splitlines() if ln.startswith(("error:", "Error:"))]
-    assert len(lines) == 1, r.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+    return assert_one_line_error(r, *needles, prefixes=("error:", "Error:"))
 
 
 def warnings_in(output: str):

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import ROOT, tiny_generator
+from conftest import assert_one_line_error, ROOT, tiny_generator
 from styleforge.commands.convert import convert_cmd, info_cmd
 from styleforge.commands.generate import generate_cmd
 from styleforge.networks.checkpoint import load_network, save_networks
@@ -34,12 +34,7 @@ def run(args, cmd=generate_cmd):
 
 
 def one_line_error(r, *needles):
-    assert r.exit_code != 0
-    assert "Traceback" not in r.output
-    lines = [ln for ln in r.output.strip().splitlines() if ln.startswith("error:") or ln.startswith("Error:")]
-    assert len(lines) == 1, r.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+    return assert_one_line_error(r, *needles, exit_code=None, prefixes=("error:", "Error:"))
 
 
 def test_seeds_grid_latents_manifest(net, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import tiny_generator
+from conftest import assert_one_line_error, tiny_generator
 from styleforge.commands.generate import generate_cmd
 from styleforge.commands.interpolate import interpolate_cmd
 from styleforge.generate import seed_to_z
@@ -50,13 +50,7 @@ def run(args, cmd=interpolate_cmd):
     return CliRunner().invoke(cmd, [str(a) for a in args])
 
 
-def one_line_error(r, *needles):
-    assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output
-    lines = [ln for ln in r.output.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, r.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
+one_line_error = assert_one_line_error
 
 
 def test_slerp_stays_on_sphere():

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import OFFICIAL, official_pickle, tiny_discriminator, tiny_generator
+from conftest import assert_one_line_error, OFFICIAL, official_pickle, tiny_discriminator, tiny_generator
 from styleforge.commands.generate import generate_cmd
 from styleforge.commands.project import project_cmd
 from styleforge.errors import StyleforgeError
@@ -75,14 +75,7 @@ def run(args, cmd=project_cmd):
     return CliRunner().invoke(cmd, [str(a) for a in args])
 
 
-def one_line_error(r, *needles):
-    assert r.exit_code == 1, r.output
-    assert "Traceback" not in r.output
-    lines = [ln for ln in r.output.strip().splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, r.output
-    for n in needles:
-        assert n in lines[0], (n, lines[0])
-    return lines[0]
+one_line_error = assert_one_line_error
 
 
 # ----------------------------------------------------------------------------------------------------------
