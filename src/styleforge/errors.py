@@ -17,5 +17,9 @@ class NetworkFormatError(StyleforgeError):
     """A network file is missing, truncated, corrupt or not a network at all."""
 
 
+class MissingNetworkError(NetworkFormatError):
+    """A readable network file that does not hold the network asked for (e.g. no discriminator)."""
+
+
 class UnsafePickleError(NetworkFormatError):
     """A pickle asked for a global outside the allow-list; nothing from it was executed."""

@@ -13,12 +13,12 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from ..errors import NetworkFormatError
+from ..errors import MissingNetworkError, NetworkFormatError
 from ..utils.fileio import atomic_path
 from . import discriminator as _d  # noqa: F401  (registers the architectures)
 from . import generator as _g  # noqa: F401
@@ -44,12 +44,6 @@ class NetworkBundle:
     extra: Dict[str, Any] = field(default_factory=dict)
     tensors_extra: Dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. augment_pipe.p
     source_format: str = ""
-
-    def generator(self) -> nn.Module:
-        for key in ("G_ema", "G"):
-            if key in self.networks:
-                return self.networks[key]
-        raise KeyError("no generator in this file")
 
 
 def sniff_format(path: PathLike) -> str:
@@ -106,16 +100,28 @@ def _build(arch: str, config: Dict[str, Any], tensors: Dict[str, torch.Tensor], 
     return net.eval()
 
 
-def _official_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundle:
+Which = Union[str, Sequence[str], None]
+
+
+def _select(which: Which, available: List[str], name: str) -> List[str]:
+    """The networks to build: all, or the first of the preferred names that the file has."""
+    if which is None:
+        return list(available)
+    prefs = [which] if isinstance(which, str) else list(which)
+    for key in prefs:
+        if key in available:
+            return [key]
+    wanted = " or ".join(repr(k) for k in prefs)
+    raise MissingNetworkError(f"{name}: has no network {wanted} (it has {sorted(available)})")
+
+
+def _official_to_bundle(path: PathLike, which: Which) -> NetworkBundle:
     name = os.fspath(path)
     with open(path, "rb") as f:
         data = read_official_pickle(f, name=name)
     bundle = NetworkBundle(source_format="official-pickle")
-    wanted = [which] if which else list(NETWORK_KEYS)
-    for key in wanted:
-        rec = data.modules.get(key)
-        if rec is None:
-            continue
+    for key in _select(which, [k for k in NETWORK_KEYS if k in data.modules], name):
+        rec = data.modules[key]
         where = f"{name} [{key}]"
         try:
             if rec.class_name == "Generator":
@@ -135,8 +141,6 @@ def _official_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundle:
         except NetworkFormatError as e:
             raise NetworkFormatError(f"{where}: {e}") from None
         bundle.networks[key] = _build(arch, cfg, tensors, where)
-    if which and which not in bundle.networks:
-        raise NetworkFormatError(f"{name}: has no network {which!r} (it has {sorted(data.modules)})")
     bundle.extra["training_set_kwargs"] = data.training_set_kwargs
     aug = data.modules.get("augment_pipe")
     if aug is not None:
@@ -149,7 +153,7 @@ def _official_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundle:
     return bundle
 
 
-def _safetensors_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundle:
+def _safetensors_to_bundle(path: PathLike, which: Which) -> NetworkBundle:
     from safetensors import SafetensorError, safe_open
 
     name = os.fspath(path)
@@ -161,11 +165,8 @@ def _safetensors_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundl
             info = json.loads(meta[FORMAT_NAME])
             nets = info.get("networks") or {}
             keys = list(f.keys())
-            wanted = [which] if which else list(nets)
             bundle = NetworkBundle(source_format="styleforge-safetensors", extra=info.get("extra") or {})
-            for key in wanted:
-                if key not in nets:
-                    raise NetworkFormatError(f"{name}: has no network {key!r} (it has {sorted(nets)})")
+            for key in _select(which, list(nets), name):
                 prefix = key + "."
                 tensors = {k[len(prefix):]: f.get_tensor(k) for k in keys if k.startswith(prefix)}
                 spec = nets[key]
@@ -182,8 +183,9 @@ def _safetensors_to_bundle(path: PathLike, which: Optional[str]) -> NetworkBundl
     return bundle
 
 
-def load_networks(path: PathLike, which: Optional[str] = None) -> NetworkBundle:
-    """Load every network (or only ``which``) from an official pickle or a styleforge checkpoint."""
+def load_networks(path: PathLike, which: Which = None) -> NetworkBundle:
+    """Load every network from an official pickle or a styleforge checkpoint, or only ``which``: a name, or
+    a list of names of which the first present is loaded (MissingNetworkError if none is)."""
     path = Path(path)
     if not path.exists():
         raise NetworkFormatError(f"{path}: no such file; check the path or pass a network name")
@@ -206,20 +208,11 @@ def load_networks(path: PathLike, which: Optional[str] = None) -> NetworkBundle:
 
 def load_network(path: PathLike, which: Optional[str] = None, device: Union[str, torch.device, None] = None) -> nn.Module:
     """Load one network, by default the generator (``G_ema``, else ``G``), in eval mode on ``device``."""
-    bundle = load_networks(path, which=which or None) if which else _load_generator_bundle(path)
-    net = bundle.networks[which] if which else bundle.generator()
+    bundle = load_networks(path, which=which or ("G_ema", "G"))
+    net = next(iter(bundle.networks.values()))
     if device is not None:
         net = net.to(device)
     return net
-
-
-def _load_generator_bundle(path: PathLike) -> NetworkBundle:
-    try:
-        return load_networks(path, which="G_ema")
-    except NetworkFormatError as e:
-        if "has no network 'G_ema'" not in str(e):
-            raise
-        return load_networks(path, which="G")
 
 
 def save_networks(

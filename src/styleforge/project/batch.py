@@ -197,19 +197,17 @@ def build_feature_net(
 
 def load_discriminator(network_path: Optional[PathLike]):
     from ..assets import default_network_path
-    from ..errors import NetworkFormatError
+    from ..errors import MissingNetworkError
     from ..networks.checkpoint import load_network
 
     path = Path(network_path) if network_path is not None else default_network_path()
     try:
         D = load_network(path, which="D")
-    except NetworkFormatError as e:
-        if "has no network 'D'" in str(e):
-            raise StyleforgeError(
-                f"{path}: holds no discriminator, which --loss discriminator needs; use --loss pixel, or "
-                f"--loss vgg with NVIDIA's vgg16.pt ({VGG16LPIPS.url()})"
-            ) from None
-        raise
+    except MissingNetworkError:
+        raise StyleforgeError(
+            f"{path}: holds no discriminator, which --loss discriminator needs; use --loss pixel, or "
+            f"--loss vgg with NVIDIA's vgg16.pt ({VGG16LPIPS.url()})"
+        ) from None
     return D.eval().requires_grad_(False)
 
 
