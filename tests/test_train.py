@@ -167,6 +167,12 @@ def test_options_json_and_desc():
     o = resolve_options(data="x", dataset_name="x", resolution=32, num_channels=1, num_images=1, label_dim=0,
                         cfg="cpu", resume="net.pkl")
     assert o.ada_kimg == 100 and o.ema_rampup is None and o.desc.endswith("-resumecustom")
+    # capacity flags (the StyleGAN3 train.py names) reach both networks and the run description
+    o = resolve_options(data="x", dataset_name="x", resolution=32, num_channels=1, num_images=1, label_dim=0,
+                        cfg="cpu", cbase=1024, cmax=64, map_layers=3)
+    assert o.desc == "x-cpu-cbase1024-cmax64-map3"
+    assert o.G["synthesis"]["channel_base"] == 1024 and o.G["synthesis"]["channel_max"] == 64
+    assert o.D["channel_base"] == 1024 and o.D["channel_max"] == 64 and o.G["mapping"]["num_layers"] == 3
 
 
 def test_option_errors():
@@ -176,7 +182,7 @@ def test_option_errors():
     base = dict(data="x", dataset_name="x", resolution=32, num_channels=3, num_images=10, label_dim=0)
     for kw, msg in [({"cond": True}, "no labels"), ({"p": 0.3}, "--aug fixed"), ({"aug": "fixed"}, "needs --p"),
                     ({"target": 0.5, "aug": "noaug"}, "--aug ada"), ({"augpipe": "bgcfnc"}, "not implemented"),
-                    ({"batch": 6, "gpus": 4}, "divisible"), ({"gpus": 3}, "power of two"), ({"cfg": "nope"}, "unknown")]:
+                    ({"batch": 6, "gpus": 4}, "divisible"), ({"cmax": 0}, "--cmax 0"), ({"map_layers": 40}, "--map 40"), ({"gpus": 3}, "power of two"), ({"cfg": "nope"}, "unknown")]:
         with pytest.raises(StyleforgeError, match=msg):
             resolve_options(**base, **kw)
 
@@ -577,6 +583,10 @@ def test_dry_run_writes_nothing(data, tmp_path):
     r = _cli(["--outdir", str(tmp_path / "o"), "--cfg", "paper256", "--data", str(data["digits"]), "-n"])
     assert r.exit_code == 0, r.output
     assert '"cfg": "paper256"' in r.output and "Dry run" in r.output
+    r = _cli(["--outdir", str(tmp_path / "o"), "--cfg", "cpu", "--cmax", "24", "--map", "1", "--data",
+              str(data["digits"]), "-n"])
+    assert r.exit_code == 0, r.output
+    assert '"channel_max": 24' in r.output and '"num_layers": 1' in r.output
     assert not (tmp_path / "o").exists()
 
 

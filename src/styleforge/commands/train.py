@@ -36,6 +36,11 @@ def _metrics(ctx, param, value):
 @click.option("--gamma", type=float, default=None, help="R1 regularisation weight. Default: preset.")
 @click.option("--kimg", type=float, default=None, help="Training length in thousands of images. Default: preset.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Global batch size. Default: preset.")
+@click.option("--cbase", type=click.IntRange(min=16), default=None,
+              help="Capacity multiplier: channels at resolution r are min(cbase / r, cmax). Default: preset.")
+@click.option("--cmax", type=click.IntRange(min=1), default=None, help="Max. feature maps per layer. Default: preset.")
+@click.option("--map", "map_layers", type=click.IntRange(min=1), default=None,
+              help="Mapping-network depth. Default: preset.")
 # Augmentation.
 @click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None,
               help="Augmentation mode [default: ada].")
@@ -49,14 +54,15 @@ def _metrics(ctx, param, value):
                    "resume-state.pt / run folder to continue.")
 # Performance.
 @click.option("--kimg-per-tick", type=float, default=None, help="Progress-report interval in kimg. Default: preset.")
-@click.option("--workers", type=click.IntRange(min=0), default=3, show_default=True, help="DataLoader worker processes.")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader worker processes [default: 3, at most the number of CPUs - 1].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
 @click.option("--deterministic", is_flag=True,
               help="Deterministic algorithms and no loader workers: a resumed run matches an uninterrupted one bit for bit (CPU).")
 @click.option("--fp32", is_flag=True, help="Disable mixed precision on CUDA (CPU training is always fp32).")
 @user_errors
 def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cfg, gamma, kimg, batch, aug, p, target,
-              augpipe, resume, kimg_per_tick, workers, device, deterministic, fp32):
+              augpipe, cbase, cmax, map_layers, resume, kimg_per_tick, workers, device, deterministic, fp32):
     """Train a StyleGAN2-ADA model (official train.py flags).
 
     \b
@@ -71,7 +77,7 @@ def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cf
     from ..train.loop import train
 
     res = train(outdir=outdir, data=data, cfg=cfg, gpus=gpus, batch=batch, gamma=gamma, kimg=kimg, snap=snap,
-                mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, resume=resume, seed=seed,
+                mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax, map_layers=map_layers, resume=resume, seed=seed,
                 metrics=metrics, kimg_per_tick=kimg_per_tick, workers=workers, device=device,
                 deterministic=deterministic, fp32=fp32, dry_run=dry_run)
     if res.run_dir is not None:

@@ -924,11 +924,14 @@ def train(
     p: Optional[float] = None,
     target: Optional[float] = None,
     augpipe: Optional[str] = None,
+    cbase: Optional[int] = None,
+    cmax: Optional[int] = None,
+    map_layers: Optional[int] = None,
     resume: Optional[str] = None,
     seed: int = 0,
     metrics: Optional[List[str]] = None,
     kimg_per_tick: Optional[float] = None,
-    workers: int = 3,
+    workers: Optional[int] = None,
     device: str = "auto",
     deterministic: bool = False,
     fp32: bool = False,
@@ -946,13 +949,16 @@ def train(
     ``step_callback(trainer)`` runs after every step; calling ``trainer.stop.set()`` there is exactly what
     SIGTERM does.
     """
+    if workers is None:  # more loader processes than spare cores only slows training down
+        workers = max(min(3, (os.cpu_count() or 1) - 1), 0)
     if metrics:
         raise StyleforgeError(f"--metrics {','.join(metrics)}: metrics are not available yet; use --metrics none")
     if not _launched_by_torchrun() and (gpus or 1) > 1:
         setup_distributed(gpus, device)  # the checks: CUDA with enough devices (CPU needs torchrun)
         kwargs = dict(
             outdir=outdir, data=data, cfg=cfg, batch=batch, gamma=gamma, kimg=kimg, snap=snap, mirror=mirror, cond=cond,
-            aug=aug, p=p, target=target, augpipe=augpipe, resume=resume, seed=seed, kimg_per_tick=kimg_per_tick,
+            aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax, map_layers=map_layers,
+            resume=resume, seed=seed, kimg_per_tick=kimg_per_tick,
             workers=workers, device=device, deterministic=deterministic, fp32=fp32, echo=echo, overrides=overrides)
         # validate everything here first, so that bad input gives one line instead of one per process
         pre = _train(dist=DistInfo(world=gpus), log=_Logger(enabled=dry_run, echo=echo), dry_run=True,
@@ -972,7 +978,8 @@ def train(
         elif dist.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
         return _train(outdir, data, cfg, dist, log, batch=batch, gamma=gamma, kimg=kimg, snap=snap, mirror=mirror,
-                      cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, resume=resume, seed=seed,
+                      cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax,
+                      map_layers=map_layers, resume=resume, seed=seed,
                       kimg_per_tick=kimg_per_tick, workers=workers, device=device, deterministic=deterministic,
                       fp32=fp32, dry_run=dry_run, overrides=overrides, step_callback=step_callback,
                       snapshot_callback=snapshot_callback, handle_signals=handle_signals)
@@ -1111,7 +1118,8 @@ def _train(outdir, data, cfg, dist: DistInfo, log: _Logger, *, resume, overrides
             data=data_abs, dataset_name=probe.name, resolution=probe.resolution, num_channels=probe.num_channels,
             num_images=len(probe) * (2 if kw["mirror"] else 1), label_dim=probe.label_dim, cfg=cfg, gpus=dist.world,
             cond=kw["cond"], mirror=kw["mirror"], batch=kw["batch"], gamma=kw["gamma"], kimg=kw["kimg"],
-            aug=kw["aug"], p=kw["p"], target=kw["target"], augpipe=kw["augpipe"],
+            aug=kw["aug"], p=kw["p"], target=kw["target"], augpipe=kw["augpipe"], cbase=kw["cbase"],
+            cmax=kw["cmax"], map_layers=kw["map_layers"],
             resume=resume if (resume == "auto" or decision["network"]) else None, seed=kw["seed"], snap=kw["snap"],
             kimg_per_tick=kw["kimg_per_tick"], workers=kw["workers"], device=kw["device"],
             fp16=dist.device.type == "cuda" and not fp32, deterministic=kw["deterministic"])

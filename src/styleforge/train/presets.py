@@ -246,7 +246,8 @@ def _fmt(x: float) -> str:
 
 
 def run_desc(dataset_name: str, cfg: str, gpus: int, *, cond=False, mirror=False, gamma=None, kimg=None, batch=None,
-             aug=None, p=None, target=None, augpipe=None, resume=None) -> str:
+             aug=None, p=None, target=None, augpipe=None, cbase=None, cmax=None, map_layers=None,
+             resume=None) -> str:
     """The official run-directory description: ``<data>[-cond][-mirror]-<cfg>[gpus if auto][-gammaX]...``."""
     desc = dataset_name
     if cond:
@@ -268,6 +269,12 @@ def run_desc(dataset_name: str, cfg: str, gpus: int, *, cond=False, mirror=False
         desc += f"-target{_fmt(target)}"
     if augpipe is not None:
         desc += f"-{augpipe}"
+    if cbase is not None:
+        desc += f"-cbase{cbase}"
+    if cmax is not None:
+        desc += f"-cmax{cmax}"
+    if map_layers is not None:
+        desc += f"-map{map_layers}"
     if resume is not None:
         desc += "-resumeauto" if resume == "auto" else "-resumecustom"
     return desc
@@ -311,6 +318,9 @@ def resolve_options(
     p: Optional[float] = None,
     target: Optional[float] = None,
     augpipe: Optional[str] = None,
+    cbase: Optional[int] = None,
+    cmax: Optional[int] = None,
+    map_layers: Optional[int] = None,
     resume: Optional[str] = None,
     seed: int = 0,
     snap: Optional[int] = None,
@@ -327,6 +337,15 @@ def resolve_options(
     if resolution < 8 or resolution & (resolution - 1):
         raise StyleforgeError(f"--data: resolution {resolution} is not supported; train at a power of two >= 8")
     pr = resolve_preset(cfg, resolution, gpus)
+    for flag, v, lo, hi in (("--cbase", cbase, 16, 1 << 20), ("--cmax", cmax, 1, 4096), ("--map", map_layers, 1, 16)):
+        if v is not None and not lo <= v <= hi:
+            raise StyleforgeError(f"{flag} {v}: must be between {lo} and {hi}")
+    if cbase is not None:
+        pr.channel_base = int(cbase)
+    if cmax is not None:
+        pr.channel_max = int(cmax)
+    if map_layers is not None:
+        pr.map_layers = int(map_layers)
     if cond and label_dim == 0:
         raise StyleforgeError("--cond: the dataset has no labels (dataset.json 'labels' is null); drop --cond or add labels")
     c_dim = label_dim if cond else 0
@@ -387,7 +406,7 @@ def resolve_options(
         ada_kimg = 100.0  # official: faster ADA adjustment and no EMA ramp-up when fine-tuning
         ema_rampup = None
     desc = run_desc(dataset_name, cfg, gpus, cond=cond, mirror=mirror, gamma=gamma, kimg=kimg, batch=batch,
-                    aug=aug, p=p, target=target, augpipe=augpipe,
+                    aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax, map_layers=map_layers,
                     resume=None if resume in (None, "auto") else resume)
     snap_v = snap if snap is not None else pr.snap
     return TrainingOptions(
