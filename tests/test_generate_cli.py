@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import assert_one_line_error, ROOT, tiny_generator
+from conftest import assert_one_line_error, ROOT, tiny_discriminator, tiny_generator
 from styleforge.commands.convert import convert_cmd, info_cmd
 from styleforge.commands.generate import generate_cmd
 from styleforge.networks.checkpoint import load_network, save_networks
@@ -146,6 +147,23 @@ def test_convert_and_info(net, tmp_path):
     r = run([dst], cmd=info_cmd)
     assert r.exit_code == 0 and '"stylegan2.generator"' in r.output and '"num_ws": 6' in r.output
     one_line_error(run([tmp_path / "nope.pkl", dst], cmd=convert_cmd), "nope.pkl")
+
+
+def test_convert_only_some_networks(tmp_path):
+    from styleforge.networks.checkpoint import load_networks
+
+    src = save_networks(tmp_path / "snap.safetensors", {"G": tiny_generator(seed=1), "D": tiny_discriminator(),
+                                                       "G_ema": tiny_generator(seed=2)})
+    dst = tmp_path / "g.safetensors"
+    r = run([src, dst, "--only", "G_ema"], cmd=convert_cmd)
+    assert r.exit_code == 0, r.output
+    out, ref = load_networks(dst), load_networks(src)
+    assert list(out.networks) == ["G_ema"]
+    for (n, a), (_, b) in zip(out.networks["G_ema"].state_dict().items(), ref.networks["G_ema"].state_dict().items()):
+        assert torch.equal(a, b), n
+    one_line_error(run([src, tmp_path / "x.safetensors", "--only", "G_ema,E"], cmd=convert_cmd), "snap.safetensors",
+                   "not E")
+    assert not (tmp_path / "x.safetensors").exists()
 
 
 def test_default_network_is_used_without_network_flag(tmp_path):

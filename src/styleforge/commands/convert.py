@@ -13,18 +13,26 @@ from ..utils.cli import user_errors
 @click.argument("src", metavar="SRC")
 @click.argument("dst", type=click.Path(dir_okay=False), metavar="DST.safetensors")
 @click.option("--allow-download", is_flag=True, default=None, help="Allow downloading SRC if it is a name or URL.")
+@click.option("--only", metavar="NAMES", default=None,
+              help="Write only these networks, comma-separated (e.g. G_ema: a generator-only file for sharing).")
 @user_errors
-def convert_cmd(src, dst, allow_download):
+def convert_cmd(src, dst, allow_download, only):
     """Convert an official network pickle (or any network file) to a styleforge checkpoint.
 
     The pickle is read safely: its embedded code is never executed. Every network in it (G, D, G_ema) is
     written, bit-identical, with its config as JSON metadata.
+
+    \b
+    Examples:
+      styleforge convert ffhq.pkl ffhq.safetensors
+      styleforge convert runs/00000-x/network-snapshot-000200.safetensors x-G_ema.safetensors --only G_ema
     """
     from ..networks.checkpoint import convert_network
     from ..utils.cache import resolve_file
 
     path = resolve_file(src, allow_download, what="network file")
-    bundle = convert_network(path, dst)
+    names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+    bundle = convert_network(path, dst, only=names)
     click.echo(f"wrote {', '.join(bundle.networks)} to {dst}")
 
 

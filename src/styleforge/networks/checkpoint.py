@@ -245,8 +245,19 @@ def save_networks(
     return path
 
 
-def convert_network(src: PathLike, dst: PathLike) -> NetworkBundle:
-    """Read any supported network file and write every network in it to a styleforge checkpoint."""
+def convert_network(src: PathLike, dst: PathLike, only: Optional[Sequence[str]] = None,
+                    extra: Optional[Dict[str, Any]] = None) -> NetworkBundle:
+    """Read any supported network file and write every network in it (or only the ones named in ``only``) to a
+    styleforge checkpoint; ``extra`` is merged into the file's free-form metadata."""
     bundle = load_networks(src)
-    save_networks(dst, bundle.networks, extra=bundle.extra, tensors_extra=bundle.tensors_extra)
+    nets = bundle.networks
+    if only:
+        missing = [n for n in only if n not in nets]
+        if missing:
+            raise MissingNetworkError(f"{src}: holds {', '.join(nets)}, not {', '.join(missing)}")
+        nets = {n: nets[n] for n in only}
+        bundle = NetworkBundle(networks=nets, source_format=bundle.source_format, extra=bundle.extra,
+                               tensors_extra=bundle.tensors_extra)
+    meta = dict(bundle.extra or {}, **(extra or {}))
+    save_networks(dst, nets, extra=meta, tensors_extra=bundle.tensors_extra)
     return bundle
