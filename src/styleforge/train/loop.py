@@ -953,20 +953,21 @@ def train(
         workers = max(min(3, (os.cpu_count() or 1) - 1), 0)
     if metrics:
         raise StyleforgeError(f"--metrics {','.join(metrics)}: metrics are not available yet; use --metrics none")
+    # the run's settings, passed on unchanged to _train (here, or in each spawned process)
+    run_kw = dict(
+        outdir=outdir, data=data, cfg=cfg, batch=batch, gamma=gamma, kimg=kimg, snap=snap, mirror=mirror, cond=cond,
+        aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax, map_layers=map_layers, resume=resume,
+        seed=seed, kimg_per_tick=kimg_per_tick, workers=workers, device=device, deterministic=deterministic,
+        fp32=fp32, overrides=overrides)
     if not _launched_by_torchrun() and (gpus or 1) > 1:
         setup_distributed(gpus, device)  # the checks: CUDA with enough devices (CPU needs torchrun)
-        kwargs = dict(
-            outdir=outdir, data=data, cfg=cfg, batch=batch, gamma=gamma, kimg=kimg, snap=snap, mirror=mirror, cond=cond,
-            aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax, map_layers=map_layers,
-            resume=resume, seed=seed, kimg_per_tick=kimg_per_tick,
-            workers=workers, device=device, deterministic=deterministic, fp32=fp32, echo=echo, overrides=overrides)
         # validate everything here first, so that bad input gives one line instead of one per process
         pre = _train(dist=DistInfo(world=gpus), log=_Logger(enabled=dry_run, echo=echo), dry_run=True,
-                     step_callback=None, snapshot_callback=None, handle_signals=False,
-                     **{k: v for k, v in kwargs.items() if k != "echo"})
+                     step_callback=None, snapshot_callback=None, handle_signals=False, **run_kw)
         if dry_run:
             return pre
-        return spawn_training(gpus, dict(kwargs, step_callback=step_callback, snapshot_callback=snapshot_callback))
+        return spawn_training(gpus, dict(run_kw, echo=echo, step_callback=step_callback,
+                                         snapshot_callback=snapshot_callback))
     prev_det = torch.are_deterministic_algorithms_enabled()
     dist = setup_distributed(gpus, device)
     log = _Logger(enabled=dist.is_main, echo=echo)
@@ -977,12 +978,8 @@ def train(
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         elif dist.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        return _train(outdir, data, cfg, dist, log, batch=batch, gamma=gamma, kimg=kimg, snap=snap, mirror=mirror,
-                      cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax,
-                      map_layers=map_layers, resume=resume, seed=seed,
-                      kimg_per_tick=kimg_per_tick, workers=workers, device=device, deterministic=deterministic,
-                      fp32=fp32, dry_run=dry_run, overrides=overrides, step_callback=step_callback,
-                      snapshot_callback=snapshot_callback, handle_signals=handle_signals)
+        return _train(dist=dist, log=log, dry_run=dry_run, step_callback=step_callback,
+                      snapshot_callback=snapshot_callback, handle_signals=handle_signals, **run_kw)
     finally:
         log.close()
         torch.use_deterministic_algorithms(prev_det)
