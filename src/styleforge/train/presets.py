@@ -255,26 +255,11 @@ def run_desc(dataset_name: str, cfg: str, gpus: int, *, cond=False, mirror=False
     if mirror:
         desc += "-mirror"
     desc += f"-{cfg}" + (f"{gpus:d}" if cfg == "auto" else "")
-    if gamma is not None:
-        desc += f"-gamma{_fmt(gamma)}"
-    if kimg is not None:
-        desc += f"-kimg{_fmt(kimg)}"
-    if batch is not None:
-        desc += f"-batch{batch}"
-    if aug is not None:
-        desc += f"-{aug}"
-    if p is not None:
-        desc += f"-p{_fmt(p)}"
-    if target is not None:
-        desc += f"-target{_fmt(target)}"
-    if augpipe is not None:
-        desc += f"-{augpipe}"
-    if cbase is not None:
-        desc += f"-cbase{cbase}"
-    if cmax is not None:
-        desc += f"-cmax{cmax}"
-    if map_layers is not None:
-        desc += f"-map{map_layers}"
+    # overridden settings in the official order; aug and augpipe appear by value alone
+    for label, value in (("gamma", gamma), ("kimg", kimg), ("batch", batch), ("", aug), ("p", p),
+                         ("target", target), ("", augpipe), ("cbase", cbase), ("cmax", cmax), ("map", map_layers)):
+        if value is not None:
+            desc += f"-{label}{_fmt(value) if isinstance(value, float) else value}"
     if resume is not None:
         desc += "-resumeauto" if resume == "auto" else "-resumecustom"
     return desc
