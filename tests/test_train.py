@@ -437,6 +437,27 @@ def test_sigterm_cli_saves_state_and_resumes_bit_identical(data, tmp_path):
     _assert_bit_identical(ref_state, run_dir / "resume-state.pt")
 
 
+def test_sigterm_to_whole_job_with_loader_workers(data, tmp_path):
+    """A scheduler signals every process of the job, data-loader workers included: the run still saves its
+    state and exits 0 (workers must not die of the signal and take the main process down with them)."""
+    args = ["--data", str(data["digits"]), "--cfg", "cpu", "--batch", "8", "--kimg", "1", "--kimg-per-tick", "0.016",
+            "--snap", "100", "--workers", "2", "--outdir", str(tmp_path / "o")]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py")] + args, env=SUB_ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "o").glob("*/stats.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before the signal"
+    os.killpg(proc.pid, signal.SIGTERM)  # the whole process group, as SLURM does
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "Traceback" not in stderr and "stopped at" in stdout
+    assert list((tmp_path / "o").glob("*/resume-state.pt"))
+
+
 TORCHRUN_DRIVER = r'''
 import builtins, hashlib, json, os, sys, tempfile
 import torch

@@ -337,6 +337,14 @@ class Phase:
     interval: int
 
 
+def _loader_worker_init(_worker_id: int) -> None:
+    """Data-loader workers leave SIGTERM/SIGINT to the main process. A scheduler's preemption signal (SLURM
+    signals the whole job) or Ctrl-C (the whole foreground group) reaches the workers too; if they died of it,
+    the main process would fail with "DataLoader worker killed" instead of saving its state and exiting 0."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class Trainer:
     """Networks, optimisers, augmentation and loss of one run, with ``step()``, ``run()`` and state save/load.
 
@@ -431,7 +439,8 @@ class Trainer:
             workers = 0 if self.opts.deterministic else max(int(self.opts.workers), 0)
             loader = torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=sampler, num_workers=workers, pin_memory=self.device.type == "cuda",
-                prefetch_factor=2 if workers > 0 else None, generator=torch.Generator().manual_seed(0))
+                prefetch_factor=2 if workers > 0 else None, generator=torch.Generator().manual_seed(0),
+                worker_init_fn=_loader_worker_init if workers > 0 else None)
             self._data_iter = iter(loader)
         img, c = next(self._data_iter)
         img = img.to(self.device, non_blocking=True).to(torch.float32) / 127.5 - 1
