@@ -187,3 +187,16 @@ def test_script_runs_as_a_real_process(net, tmp_path):
                           "--seeds", "0", "--outdir", str(out)], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and bad.stderr.strip().startswith("error:") and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_bundled_model_names_resolve(tmp_path, monkeypatch):
+    import styleforge.utils.cache as cache
+
+    models = tmp_path / "models"
+    models.mkdir()
+    save_networks(models / "mini.safetensors", {"G_ema": tiny_generator()})
+    monkeypatch.setattr(cache, "BUNDLED_MODELS_DIR", models)
+    r = run(["--network", "mini", "--seeds", "0", "--outdir", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "o" / "seed0000.png").exists()
+    one_line_error(run(["--network", "maxi", "--seeds", "0", "--outdir", tmp_path / "o"]), "maxi", "mini", "ffhq")

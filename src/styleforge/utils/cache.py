@@ -1,7 +1,7 @@
 """One cache for weights and networks, and the single helper every tool uses to find a file.
 
-``resolve_file(spec)`` accepts a local path, a known name (``ffhq``, ``vgg16``...) or a URL. It looks in
-the given path, then in the cache (``$STYLEFORGE_CACHE``, default ``~/.cache/styleforge``), and downloads
+``resolve_file(spec)`` accepts a local path, the name of a model bundled with the package (``faces32``,
+``mnist32``), a known name (``ffhq``, ``vgg16``...) or a URL. It looks in the given path, then in the cache (``$STYLEFORGE_CACHE``, default ``~/.cache/styleforge``), and downloads
 only when the user allows it (``--allow-download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), verifying a
 sha256 when one is known. Offline, the error names the file, where to put it, and the URL.
 """
@@ -78,15 +78,27 @@ def _is_url(s: str) -> bool:
     return urllib.parse.urlparse(s).scheme in ("http", "https")
 
 
+# Models that ship inside the package (package data), by name: <name>.safetensors in this folder.
+BUNDLED_MODELS_DIR = Path(__file__).resolve().parents[1] / "assets" / "models"
+
+
+def bundled_names() -> list:
+    return sorted(p.stem for p in BUNDLED_MODELS_DIR.glob("*.safetensors"))
+
+
 def resolve_file(spec: str, allow_download: Optional[bool] = None, what: str = "file") -> Path:
-    """Return a local path for ``spec`` (path, known name or URL), downloading only if allowed."""
+    """Return a local path for ``spec`` (path, bundled or known name, or URL), downloading only if allowed."""
     spec = os.fspath(spec)
     p = Path(spec).expanduser()
     if p.exists():
         return p
+    bundled = BUNDLED_MODELS_DIR / f"{spec.lower()}.safetensors"
+    if os.sep not in spec and "." not in spec and bundled.is_file():
+        return bundled
     known = KNOWN_FILES.get(spec.lower()) if not _is_url(spec) else None
     if known is None and not _is_url(spec):
-        hint = f"; known names: {', '.join(sorted(KNOWN_FILES))}" if os.sep not in spec and "." not in spec else ""
+        names = bundled_names() + sorted(KNOWN_FILES)
+        hint = f"; known names: {', '.join(names)}" if os.sep not in spec and "." not in spec else ""
         raise StyleforgeError(f"{spec}: no such {what}{hint}")
     if known is not None:
         url, filename, sha = known.url, known.filename, known.sha256
