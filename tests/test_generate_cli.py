@@ -200,3 +200,19 @@ def test_bundled_model_names_resolve(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "o" / "seed0000.png").exists()
     one_line_error(run(["--network", "maxi", "--seeds", "0", "--outdir", tmp_path / "o"]), "maxi", "mini", "ffhq")
+
+
+def test_outputs_get_normal_file_permissions(net, tmp_path):
+    """Atomic writes go through a private temp file; the result must still be readable like open()'s files."""
+    old = os.umask(0o022)
+    try:
+        import styleforge.utils.fileio as fileio
+
+        fileio._FILE_MODE = None
+        r = run(["--network", net, "--seeds", "0", "--outdir", tmp_path / "o"])
+        assert r.exit_code == 0, r.output
+        for name in ("seed0000.png", "ws.npz", "generate.json"):
+            assert (tmp_path / "o" / name).stat().st_mode & 0o777 == 0o644, name
+    finally:
+        os.umask(old)
+        fileio._FILE_MODE = None

@@ -16,6 +16,19 @@ from ..errors import StyleforgeError
 PathLike = Union[str, os.PathLike]
 
 
+_FILE_MODE = None
+
+
+def _file_mode() -> int:
+    """Permissions of a newly created file under the process umask (what open() would give), e.g. 0o644."""
+    global _FILE_MODE
+    if _FILE_MODE is None:
+        mask = os.umask(0)
+        os.umask(mask)
+        _FILE_MODE = 0o666 & ~mask
+    return _FILE_MODE
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, on failure delete it."""
@@ -29,6 +42,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _file_mode())  # mkstemp makes 0600 files; results should be as readable as open()'s
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):
