@@ -10,14 +10,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent
-BUNDLED_MODELS = ("faces32.safetensors",)  # in order of preference, under assets/models/
+from ..utils.cache import BUNDLED_MODELS_DIR  # assets/models/: also reachable by name (--network faces32)
+
+BUNDLED_MODELS = ("faces32.safetensors",)  # the default, in order of preference, under assets/models/
 DEMO_NAME = "demo-random-generator-v1.safetensors"
 
 
 def bundled_model_path():
     for name in BUNDLED_MODELS:
-        p = ASSETS / "models" / name
+        p = BUNDLED_MODELS_DIR / name
         if p.is_file():
             return p
     return None
