@@ -71,3 +71,12 @@ def assert_one_line_error(result, *needles, exit_code=1, prefixes=("error:",)):
     for n in needles:
         assert n in lines[0], (n, lines[0])
     return lines[0]
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny networks run fastest (and steadiest on a shared machine) on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -19,12 +19,7 @@ from styleforge.project.interpolate import interpolate_latents, lerp, slerp
 from styleforge.utils.fileio import save_npz
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()

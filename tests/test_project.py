@@ -28,13 +28,7 @@ from styleforge.project.projector import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny networks run fastest (and steadiest on a shared machine) on one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
