@@ -1123,12 +1123,8 @@ def _train(outdir, data, cfg, dist: DistInfo, log: _Logger, *, resume, overrides
         opts = resolve_options(
             data=data_abs, dataset_name=probe.name, resolution=probe.resolution, num_channels=probe.num_channels,
             num_images=len(probe) * (2 if kw["mirror"] else 1), label_dim=probe.label_dim, cfg=cfg, gpus=dist.world,
-            cond=kw["cond"], mirror=kw["mirror"], batch=kw["batch"], gamma=kw["gamma"], kimg=kw["kimg"],
-            aug=kw["aug"], p=kw["p"], target=kw["target"], augpipe=kw["augpipe"], cbase=kw["cbase"],
-            cmax=kw["cmax"], map_layers=kw["map_layers"],
-            resume=resume if (resume == "auto" or decision["network"]) else None, seed=kw["seed"], snap=kw["snap"],
-            kimg_per_tick=kw["kimg_per_tick"], workers=kw["workers"], device=kw["device"],
-            fp16=dist.device.type == "cuda" and not fp32, deterministic=kw["deterministic"])
+            resume=resume if (resume == "auto" or decision["network"]) else None,
+            fp16=dist.device.type == "cuda" and not fp32, **kw)  # kw: the user's settings, as resolve_options names them
         if dist.device.type == "cpu" and opts.grid[0] * opts.grid[1] > 64:
             # the official grid (up to 32x32 images) takes minutes per snapshot on a CPU; 8x8 is plenty there
             opts.grid = (min(opts.grid[0], 8), min(opts.grid[1], 8))
