@@ -751,7 +751,7 @@ class ImageDataset(torch.utils.data.Dataset):
                 arr = pyspng.load(data)
             else:
                 with PIL.Image.open(io.BytesIO(data)) as im:
-                    arr = np.asarray(_to_mode(im, mode))
+                    arr = np.array(_to_mode(im, mode))  # a writable copy (torch warns on read-only arrays)
         except StyleforgeError:
             raise
         except Exception as e:
