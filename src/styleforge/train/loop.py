@@ -987,8 +987,11 @@ def train(
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         elif dist.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        return _train(dist=dist, log=log, dry_run=dry_run, step_callback=step_callback,
-                      snapshot_callback=snapshot_callback, handle_signals=handle_signals, **run_kw)
+        res = _train(dist=dist, log=log, dry_run=dry_run, step_callback=step_callback,
+                     snapshot_callback=snapshot_callback, handle_signals=handle_signals, **run_kw)
+        if dist.initialized_here and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # every rank is done communicating before the group is torn down
+        return res
     finally:
         log.close()
         torch.use_deterministic_algorithms(prev_det)
