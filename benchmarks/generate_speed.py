@@ -20,11 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    # name: (resolution, channel_base)  -- channel_max 512, 8-layer mapping, z/w 512, architecture skip
-    "paper256": (256, 16384),
-    "ffhq1024": (1024, 32768),
-}
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from fullsize import CONFIGS, full_size_generator  # noqa: E402
 DEFAULT_CASES = [("paper256", 1), ("paper256", 8), ("ffhq1024", 1)]
 
 
@@ -33,16 +30,8 @@ def run_case(name: str, batch: int, runs: int, threads: int, fused) -> dict:
 
     import torch
 
-    sys.path.insert(0, str(ROOT / "src"))
-    from styleforge.networks import Generator, GeneratorConfig, MappingConfig, SynthesisConfig
-
     torch.set_num_threads(threads)
-    res, base = CONFIGS[name]
-    torch.manual_seed(0)
-    G = Generator(GeneratorConfig(
-        img_resolution=res, mapping=MappingConfig(num_layers=8),
-        synthesis=SynthesisConfig(channel_base=base, channel_max=512),
-    )).eval().requires_grad_(False)
+    G = full_size_generator(name)
     z = torch.randn(batch, G.z_dim)
     times = []
     with torch.no_grad():

@@ -24,11 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = {
-    # name: (resolution, channel_base) -- channel_max 512, 8-layer mapping, z/w 512, architecture skip
-    "paper256": (256, 16384),
-    "ffhq1024": (1024, 32768),
-}
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from fullsize import CONFIGS, full_size_generator  # noqa: E402
 DEFAULT_CASES = [("paper256", 1), ("paper256", 4), ("ffhq1024", 1), ("ffhq1024", 2)]
 OFFICIAL_S_PER_STEP = {"paper256": 1.14, "ffhq1024": 7.2}  # official projector.py on this machine, batch 1
 
@@ -39,18 +36,13 @@ def run_case(name: str, batch: int, steps: int, threads: int, space: str, malloc
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
-    from styleforge.networks import Generator, GeneratorConfig, MappingConfig, SynthesisConfig
     from styleforge.project.features import VGG16_LAYOUT, RandomConvFeatures
     from styleforge.project.projector import compute_w_stats, project, tune_cpu_allocator
 
     tuned = tune_cpu_allocator() if malloc_tuning else False
     torch.set_num_threads(threads)
-    res, base = CONFIGS[name]
-    torch.manual_seed(0)
-    G = Generator(GeneratorConfig(
-        img_resolution=res, mapping=MappingConfig(num_layers=8),
-        synthesis=SynthesisConfig(channel_base=base, channel_max=512),
-    )).eval().requires_grad_(False)
+    res = CONFIGS[name][0]
+    G = full_size_generator(name)
     vgg = RandomConvFeatures(VGG16_LAYOUT)
     targets = torch.randint(0, 256, (batch, 3, res, res)).float()
     stats = compute_w_stats(G)
