@@ -77,9 +77,9 @@ def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cf
     from ..train.loop import train
 
     res = train(outdir=outdir, data=data, cfg=cfg, gpus=gpus, batch=batch, gamma=gamma, kimg=kimg, snap=snap,
-                mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax, map_layers=map_layers, resume=resume, seed=seed,
-                metrics=metrics, kimg_per_tick=kimg_per_tick, workers=workers, device=device,
-                deterministic=deterministic, fp32=fp32, dry_run=dry_run)
+                mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax,
+                map_layers=map_layers, resume=resume, seed=seed, metrics=metrics, kimg_per_tick=kimg_per_tick,
+                workers=workers, device=device, deterministic=deterministic, fp32=fp32, dry_run=dry_run)
     if res.run_dir is not None:
         what = "stopped" if res.stopped else "finished"
         click.echo(f"{what} at {res.cur_nimg / 1000:g} kimg; run folder: {res.run_dir}")

@@ -245,10 +245,9 @@ def save_networks(
     return path
 
 
-def convert_network(src: PathLike, dst: PathLike, only: Optional[Sequence[str]] = None,
-                    extra: Optional[Dict[str, Any]] = None) -> NetworkBundle:
+def convert_network(src: PathLike, dst: PathLike, only: Optional[Sequence[str]] = None) -> NetworkBundle:
     """Read any supported network file and write every network in it (or only the ones named in ``only``) to a
-    styleforge checkpoint; ``extra`` is merged into the file's free-form metadata."""
+    styleforge checkpoint."""
     bundle = load_networks(src)
     nets = bundle.networks
     if only:
@@ -258,6 +257,5 @@ def convert_network(src: PathLike, dst: PathLike, only: Optional[Sequence[str]] 
         nets = {n: nets[n] for n in only}
         bundle = NetworkBundle(networks=nets, source_format=bundle.source_format, extra=bundle.extra,
                                tensors_extra=bundle.tensors_extra)
-    meta = dict(bundle.extra or {}, **(extra or {}))
-    save_networks(dst, nets, extra=meta, tensors_extra=bundle.tensors_extra)
+    save_networks(dst, nets, extra=bundle.extra, tensors_extra=bundle.tensors_extra)
     return bundle

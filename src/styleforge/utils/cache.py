@@ -2,8 +2,9 @@
 
 ``resolve_file(spec)`` accepts a local path, the name of a model bundled with the package
 (``faces32``), a known name (``ffhq``, ``vgg16``...) or a URL. It looks in the given path, then in the
-cache (``$STYLEFORGE_CACHE``, default ``~/.cache/styleforge``), and downloads only when the user allows it (``--allow-download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), verifying a
-sha256 when one is known. Offline, the error names the file, where to put it, and the URL.
+cache (``$STYLEFORGE_CACHE``, default ``~/.cache/styleforge``), and downloads only when the user allows it
+(``--allow-download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), verifying a sha256 when one is known. Offline, the
+error names the file, where to put it, and the URL.
 """
 
 from __future__ import annotations
