@@ -2,8 +2,9 @@
 """Generator speed on CPU: images/s and peak memory at the full-size paper256 and FFHQ-1024 configs.
 
 Each configuration runs in its own subprocess (so peak RSS is per configuration), fp32, random weights,
-noise const, ``torch.set_num_threads(--threads)``. Prints min and median seconds per batch over ``--runs``
-timed runs after a warm-up; the machine is shared and noisy, so compare minima.
+noise const, ``torch.set_num_threads(--threads)``, glibc allocator tuned as generate.py does it on CPU
+(``--no-malloc-tuning``: glibc defaults, 1.3x slower at 1024 px). Prints min and median seconds per batch
+over ``--runs`` timed runs after a warm-up; the machine is shared and noisy, so compare minima.
 
     python benchmarks/generate_speed.py                 # all three configs
     python benchmarks/generate_speed.py --only paper256 --batch 1
@@ -25,11 +26,16 @@ from fullsize import CONFIGS, full_size_generator  # noqa: E402
 DEFAULT_CASES = [("paper256", 1), ("paper256", 8), ("ffhq1024", 1)]
 
 
-def run_case(name: str, batch: int, runs: int, threads: int, fused) -> dict:
+def run_case(name: str, batch: int, runs: int, threads: int, fused, malloc_tuning: bool = True) -> dict:
     import resource
 
     import torch
 
+    sys.path.insert(0, str(ROOT / "src"))
+    from styleforge.utils.perf import tune_cpu_allocator
+
+    if malloc_tuning:  # what generate.py does on CPU
+        tune_cpu_allocator()
     torch.set_num_threads(threads)
     G = full_size_generator(name)
     z = torch.randn(batch, G.z_dim)
@@ -56,12 +62,14 @@ def main():
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--fused", choices=["auto", "yes", "no"], default="auto")
+    ap.add_argument("--no-malloc-tuning", action="store_true",
+                    help="leave glibc's allocator alone (see styleforge.utils.perf.tune_cpu_allocator)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     a = ap.parse_args()
     fused = {"auto": None, "yes": True, "no": False}[a.fused]
     if a.case:
         name, batch = a.case.split(":")
-        print(json.dumps(run_case(name, int(batch), a.runs, a.threads, fused)))
+        print(json.dumps(run_case(name, int(batch), a.runs, a.threads, fused, not a.no_malloc_tuning)))
         return
     cases = [(n, b) for n, b in DEFAULT_CASES if (a.only in (None, n)) and (a.batch in (None, b))]
     if a.only and a.batch and not cases:
@@ -71,7 +79,7 @@ def main():
         runs = a.runs if name != "ffhq1024" else max(3, a.runs - 2)
         out = subprocess.run(
             [sys.executable, __file__, "--case", f"{name}:{batch}", "--runs", str(runs), "--threads", str(a.threads),
-             "--fused", a.fused],
+             "--fused", a.fused] + (["--no-malloc-tuning"] if a.no_malloc_tuning else []),
             capture_output=True, text=True, check=True,
         ).stdout.strip().splitlines()[-1]
         r = json.loads(out)

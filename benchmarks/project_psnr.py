@@ -54,7 +54,8 @@ def main() -> int:
     from styleforge.generate import to_uint8 as generate_uint8
     from styleforge.project.batch import build_feature_net
     from styleforge.project.features import PixelLoss, psnr, ssim
-    from styleforge.project.projector import compute_w_stats, project, synthesize, to_uint8, tune_cpu_allocator
+    from styleforge.project.projector import compute_w_stats, project, synthesize, to_uint8
+    from styleforge.utils.perf import tune_cpu_allocator
 
     if a.threads:
         torch.set_num_threads(a.threads)

@@ -4,9 +4,10 @@
 Each case runs in its own subprocess (so peak RSS is per case): a paper256 or FFHQ-1024 generator with random
 weights (fp32, 8-layer mapping, channel_max 512, architecture skip) and a VGG16-shaped random conv net as the
 perceptual loss (13 3x3 convs, 64-512 channels, LPIPS-style taps, on 256x256 input: the cost of NVIDIA's
-vgg16.pt without needing the file), ``torch.set_num_threads(--threads)``. One warm-up step, then ``--steps``
-timed steps of :func:`styleforge.project.projector.project`; the W statistics (10,000 mappings) are timed
-separately. The machine is shared and noisy, so compare the minima.
+vgg16.pt without needing the file), ``torch.set_num_threads(--threads)``. ``--warmup`` untimed steps
+(3: while the heap still grows, the first steps at 1024 px take 2x longer; a real projection runs 1,000
+steps), then ``--steps`` timed steps of :func:`styleforge.project.projector.project`; the W statistics
+(10,000 mappings) are timed separately. The machine is shared and noisy, so compare the minima.
 
     python benchmarks/project_speed.py                      # default cases
     python benchmarks/project_speed.py --only paper256 --batch 4 --space w+
@@ -30,14 +31,16 @@ DEFAULT_CASES = [("paper256", 1), ("paper256", 4), ("ffhq1024", 1), ("ffhq1024",
 OFFICIAL_S_PER_STEP = {"paper256": 1.14, "ffhq1024": 7.2}  # official projector.py on this machine, batch 1
 
 
-def run_case(name: str, batch: int, steps: int, threads: int, space: str, malloc_tuning: bool = True) -> dict:
+def run_case(name: str, batch: int, steps: int, threads: int, space: str, malloc_tuning: bool = True,
+             warmup: int = 3) -> dict:
     import resource
 
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
     from styleforge.project.features import VGG16_LAYOUT, RandomConvFeatures
-    from styleforge.project.projector import compute_w_stats, project, tune_cpu_allocator
+    from styleforge.project.projector import compute_w_stats, project
+    from styleforge.utils.perf import tune_cpu_allocator
 
     tuned = tune_cpu_allocator() if malloc_tuning else False
     torch.set_num_threads(threads)
@@ -48,9 +51,9 @@ def run_case(name: str, batch: int, steps: int, threads: int, space: str, malloc
     stats = compute_w_stats(G)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
-    r = project(G, targets, vgg, num_steps=1 + steps, space=space, stats=stats)
+    r = project(G, targets, vgg, num_steps=warmup + steps, space=space, stats=stats)
     total = time.perf_counter() - t0
-    times = r.step_seconds[1:]
+    times = r.step_seconds[warmup:]
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "config": name, "batch": batch, "space": space, "threads": threads, "steps": steps, "malloc_tuned": tuned,
@@ -66,15 +69,16 @@ def main():
     ap.add_argument("--only", choices=sorted(CONFIGS))
     ap.add_argument("--batch", type=int)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (the heap grows during the first 2-3)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--space", choices=["w", "w+"], default="w")
     ap.add_argument("--no-malloc-tuning", action="store_true",
-                    help="leave glibc's allocator alone (see styleforge.project.projector.tune_cpu_allocator)")
+                    help="leave glibc's allocator alone (see styleforge.utils.perf.tune_cpu_allocator)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.case:
         name, batch = a.case.split(":")
-        print(json.dumps(run_case(name, int(batch), a.steps, a.threads, a.space, not a.no_malloc_tuning)))
+        print(json.dumps(run_case(name, int(batch), a.steps, a.threads, a.space, not a.no_malloc_tuning, a.warmup)))
         return
     cases = [(n, b) for n, b in DEFAULT_CASES if (a.only in (None, n)) and (a.batch in (None, b))]
     if a.only and a.batch and not cases:
@@ -83,7 +87,7 @@ def main():
           f"{'s/step/target':>13s} {'official':>8s} {'w_stats s':>9s} {'peak MiB':>9s}")
     for name, batch in cases:
         out = subprocess.run(
-            [sys.executable, __file__, "--case", f"{name}:{batch}", "--steps", str(a.steps), "--threads",
+            [sys.executable, __file__, "--case", f"{name}:{batch}", "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads",
              str(a.threads), "--space", a.space] + (["--no-malloc-tuning"] if a.no_malloc_tuning else []),
             capture_output=True, text=True, check=True,
         ).stdout.strip().splitlines()[-1]

@@ -138,6 +138,66 @@ def test_channels_last_and_matmul_paths_match_reference():
             assert ref.shape == mm.shape and (ref - mm).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_prepadded_transposed_conv_matches_plain(monkeypatch, channels_last):
+    """The pre-padded stride-2 transposed convolution (taken at >= 128x128 inputs on CPU) computes the same
+    up-convolution as the plain transposed conv + padded FIR, also grouped (per-sample kernels)."""
+    from styleforge.networks import ops
+
+    torch.manual_seed(0)
+    f = setup_filter()
+    x = torch.randn(2, 6, 9, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(10, 3, 3, 3)  # 2 groups of 3 input -> 5 output channels
+    b = torch.randn(10)
+    outs = []
+    for min_pixels in (10**9, 0):
+        monkeypatch.setattr(ops, "PREPAD_MIN_PIXELS", min_pixels)
+        with torch.no_grad():
+            outs.append((conv2d_resample(x, w, f, up=2, padding=1, groups=2),
+                         conv2d_resample(x, w, f, up=2, padding=1, groups=2, bias=b)))
+    (plain, plain_b), (pre, pre_b) = outs
+    assert pre.shape == plain.shape == (2, 10, 18, 14)
+    assert (pre - plain).abs().max() < 1e-5
+    assert (pre_b - (plain + b.reshape(1, -1, 1, 1))).abs().max() < 1e-5
+    assert (plain_b - (plain + b.reshape(1, -1, 1, 1))).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("n", [1, 2])
+@pytest.mark.parametrize("up", [1, 2])
+def test_modulated_conv_out_scale_and_bias(fused, n, up):
+    """out_scale and bias (folded into the demodulation and the convolution call) equal scaling and adding
+    afterwards, with and without demodulation and noise."""
+    torch.manual_seed(1)
+    f = setup_filter()
+    x = torch.randn(n, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    w, s, b = torch.randn(6, 4, 3, 3), torch.rand(n, 4) + 0.5, torch.randn(6)
+    noise = torch.randn(8 * up, 8 * up)
+    for demod in (True, False):
+        kw = dict(up=up, padding=1, resample_filter=f, demodulate=demod, fused=fused)
+        with torch.no_grad():
+            ref = (modulated_conv2d(x, w, s, noise=noise, **kw) * 1.7 + b.reshape(1, -1, 1, 1))
+            out = modulated_conv2d(x, w, s, noise=noise, out_scale=1.7, bias=b, **kw)
+        assert (out - ref).abs().max() < 1e-4 * ref.abs().max()
+
+
+def test_folded_layer_order_matches_official_order():
+    """The fp32 fast path (gain and bias folded into the convolution) and the official op order agree."""
+    G = tiny_generator("skip", conv_clamp=1.0)
+    ws = G.mapping(torch.randn(2, G.z_dim), None)
+    layer, torgb = G.synthesis.b8.conv0, G.synthesis.b8.torgb
+    x = torch.randn(2, layer.weight.shape[1], 4, 4)
+    with torch.no_grad():
+        for kw in (dict(), dict(gain=0.5), dict(noise_mode="none")):
+            fast = layer(x, ws[:, 0], **kw)
+            exact = layer(x, ws[:, 0], exact_order=True, **kw)
+            assert (fast - exact).abs().max() < 1e-5
+        y = torch.randn(2, torgb.weight.shape[1], 8, 8)
+        assert (torgb(y, ws[:, 1]) - torgb(y, ws[:, 1], exact_order=True)).abs().max() < 1e-5
+
+
 def test_modulated_conv_demodulation_normalises_filters():
     torch.manual_seed(0)
     x = torch.randn(1, 4, 8, 8)

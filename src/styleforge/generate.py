@@ -127,8 +127,13 @@ def generate_images(
     skip_existing: bool = False,
     allow_download: Optional[bool] = None,
     progress: bool = True,
+    tune_allocator: bool = False,
 ) -> GenerateResult:
-    """Generate images for ``seeds`` (or for the latents in ``projected_w``) and write them to ``outdir``."""
+    """Generate images for ``seeds`` (or for the latents in ``projected_w``) and write them to ``outdir``.
+
+    ``tune_allocator``: on CPU, call :func:`~styleforge.utils.perf.tune_cpu_allocator` first (process-wide;
+    the CLI turns it on).
+    """
     from tqdm import tqdm
 
     if noise_mode not in ("const", "random", "none"):
@@ -138,6 +143,10 @@ def generate_images(
     if projected_w is None and not seeds:
         raise StyleforgeError("nothing to generate: pass --seeds (e.g. 0-7) or --projected-w FILE")
     dev = resolve_device(device)
+    if dev.type == "cpu" and tune_allocator:
+        from .utils.perf import tune_cpu_allocator
+
+        tune_cpu_allocator()
     outdir = ensure_outdir(outdir)
     G, net_path = load_generator(network, dev, allow_download)
     res = GenerateResult(outdir=outdir, network=net_path)

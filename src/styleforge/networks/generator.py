@@ -154,7 +154,7 @@ class SynthesisBlock(nn.Module):
             x = self.const.to(dtype).unsqueeze(0).repeat([n, 1, 1, 1]).contiguous(memory_format=mf)
         else:
             x = x.to(dtype=dtype, memory_format=mf)
-        kw = dict(noise_mode=noise_mode, fused=fused_modconv)
+        kw = dict(noise_mode=noise_mode, fused=fused_modconv, exact_order=fp16)
         if self.in_channels == 0:
             x = self.conv1(x, next(w_iter), **kw)
         elif self.architecture == "resnet":
@@ -168,7 +168,8 @@ class SynthesisBlock(nn.Module):
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         if self.is_last or self.architecture == "skip":
-            y = self.torgb(x, next(w_iter), fused=fused_modconv).to(torch.float32, memory_format=torch.contiguous_format)
+            y = self.torgb(x, next(w_iter), fused=fused_modconv, exact_order=fp16)
+            y = y.to(torch.float32, memory_format=torch.contiguous_format)
             img = img + y if img is not None else y
         return x, img
 

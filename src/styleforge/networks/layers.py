@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from .config import ConfigBase, check_choice, check_float, check_int, init_normal
-from .ops import WeightLayouts, activation_gain, bias_act, conv2d_resample, modulated_conv2d, setup_filter
+from .ops import (
+    POSITIVELY_HOMOGENEOUS, WeightLayouts, activation_gain, bias_act, conv2d_resample, modulated_conv2d, setup_filter,
+)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -226,8 +228,10 @@ class SynthesisLayer(nn.Module):
 
     def forward(
         self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: Optional[bool] = None,
-        gain: float = 1.0,
+        gain: float = 1.0, exact_order: bool = False,
     ) -> torch.Tensor:
+        """``exact_order=True`` keeps the official op order (the mixed-precision path needs it: fp16 layers
+        amplify any rounding difference coming from the fp32 layers before them)."""
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
@@ -237,12 +241,22 @@ class SynthesisLayer(nn.Module):
             )
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
+        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
+        out_gain = self.act_gain * gain
+        if not exact_order and x.dtype == torch.float32 and self.activation in POSITIVELY_HOMOGENEOUS and out_gain > 0:
+            # act(g * (conv + noise + b)) computed as act(g*conv + g*noise + g*b): the gain rides on the
+            # demodulation and the bias on the convolution call, saving two passes over the output
+            x = modulated_conv2d(
+                x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
+                resample_filter=self.resample_filter, fused=fused, layouts=self._layouts,
+                out_scale=out_gain, bias=self.bias * out_gain,
+            )
+            return bias_act(x, None, act=self.activation, gain=1.0, clamp=act_clamp)
         x = modulated_conv2d(
             x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
             resample_filter=self.resample_filter, fused=fused, layouts=self._layouts,
         )
-        act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=act_clamp)
+        return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=out_gain, clamp=act_clamp)
 
 
 class ToRGBLayer(nn.Module):
@@ -258,8 +272,13 @@ class ToRGBLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: Optional[bool] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, fused: Optional[bool] = None, exact_order: bool = False
+    ) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
+        if not exact_order and x.dtype == torch.float32:  # bias added by the convolution call itself
+            x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused, bias=self.bias)
+            return bias_act(x, None, clamp=self.conv_clamp)
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 

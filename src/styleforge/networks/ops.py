@@ -40,6 +40,10 @@ def activation_gain(name: str) -> float:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name][1]
 
+# Activations with act(g*x) == g*act(x) for g > 0: their gain can be applied before them (folded into the
+# preceding convolution) instead of as a separate pass over the output.
+POSITIVELY_HOMOGENEOUS = frozenset({"linear", "relu", "lrelu"})
+
 
 def bias_act(
     x: torch.Tensor,
@@ -106,18 +110,20 @@ def _parse_padding(padding) -> tuple:
 
 
 def upfirdn2d(
-    x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding=0, gain: float = 1.0
+    x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1, padding=0, gain: float = 1.0,
+    bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Upsample (zero insertion) -> pad -> FIR filter -> downsample, on [N, C, H, W].
+    """Upsample (zero insertion) -> pad -> FIR filter -> downsample, on [N, C, H, W], then add ``bias`` [C].
 
     ``padding`` is (x0, x1, y0, y1); negative values crop. The filter is applied as a true convolution
     (flipped), scaled by ``gain`` (for a 2-D filter) so that upsampling by 2 with gain 4 keeps the mean.
-    The filter runs as a depthwise convolution, which is fast on CPU for channels-last tensors.
+    The filter runs as a depthwise convolution, which is fast on CPU for channels-last tensors; there the
+    bias is added by the same call.
     """
     px0, px1, py0, py1 = _parse_padding(padding)
     n, c, h, w = x.shape
     if f.ndim == 2 and down in (1, 2) and _is_channels_last(x):
-        y = _upfirdn2d_channels_last(x, f, up, down, (px0, px1, py0, py1), gain)
+        y = _upfirdn2d_channels_last(x, f, up, down, (px0, px1, py0, py1), gain, bias)
         if y is not None:
             return y
     if up > 1:
@@ -134,7 +140,13 @@ def upfirdn2d(
         x = F.conv2d(x, fk[None, None, :, None].repeat(c, 1, 1, 1), groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
-    return x
+    return _add_bias(x, bias)
+
+
+def _add_bias(x: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    if bias is None:
+        return x
+    return x + bias.to(x.dtype).reshape(1, -1, 1, 1)
 
 
 
@@ -142,7 +154,7 @@ def _is_channels_last(x: torch.Tensor) -> bool:
     return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
-def _upfirdn2d_channels_last(x, f, up, down, pads, gain) -> Optional[torch.Tensor]:
+def _upfirdn2d_channels_last(x, f, up, down, pads, gain, bias=None) -> Optional[torch.Tensor]:
     """The common StyleGAN2 cases as single oneDNN calls that keep the channels-last layout.
 
     - no upsampling, symmetric padding: one depthwise convolution with that padding (and stride = down);
@@ -156,12 +168,12 @@ def _upfirdn2d_channels_last(x, f, up, down, pads, gain) -> Optional[torch.Tenso
     kh, kw = fk.shape
     if up == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:
         weight = fk.flip([0, 1])[None, None].repeat(c, 1, 1, 1)
-        return F.conv2d(x, weight, padding=(py0, px0), stride=down, groups=c)
+        return F.conv2d(x, weight, bias, padding=(py0, px0), stride=down, groups=c)
     if up == 2 and down == 1 and px0 == px1 + 1 and py0 == py1 + 1:
         qx, qy = kw - 1 - px0, kh - 1 - py0
         if qx >= 0 and qy >= 0:
             weight = fk[None, None].repeat(c, 1, 1, 1)
-            return F.conv_transpose2d(x, weight, stride=2, padding=(qy, qx), groups=c)
+            return F.conv_transpose2d(x, weight, bias, stride=2, padding=(qy, qx), groups=c)
     return None
 
 
@@ -213,6 +225,17 @@ def _matmul_conv_ok(x: torch.Tensor, w: torch.Tensor, groups: int, layouts) -> b
     )
 
 
+# Transposed convolutions whose input has at least this many pixels take the pre-padded form on CPU.
+PREPAD_MIN_PIXELS = 128 * 128
+
+
+def _prepad_ok(x: torch.Tensor, px0: int, px1: int, py0: int, py1: int) -> bool:
+    return (
+        x.device.type == "cpu" and px0 == px1 == py0 == py1 >= 0
+        and x.shape[2] * x.shape[3] >= PREPAD_MIN_PIXELS
+    )
+
+
 def conv2d_resample(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -222,9 +245,10 @@ def conv2d_resample(
     padding: int = 0,
     groups: int = 1,
     layouts: Optional[WeightLayouts] = None,
+    bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """2-D convolution (correlation, as torch does) of ``x`` with ``w`` [O, I/groups, kh, kw], with the
-    resampling StyleGAN2 uses around it.
+    resampling StyleGAN2 uses around it, plus ``bias`` [O] (added by the last convolution call).
 
     - up=2: a stride-2 transposed convolution with the kernel as stored, then the FIR filter (gain 4);
       for 1x1 kernels: convolve, then FIR-upsample.
@@ -247,13 +271,13 @@ def conv2d_resample(
 
     if kw == 1 and kh == 1 and down > 1 and up == 1:
         x = upfirdn2d(x, f, down=down, padding=(px0, px1, py0, py1))
-        return F.conv2d(x, w, groups=groups)
+        return F.conv2d(x, w, bias, groups=groups)
     if kw == 1 and kh == 1 and up > 1 and down == 1:
         x = F.conv2d(x, w, groups=groups)
-        return upfirdn2d(x, f, up=up, padding=(px0, px1, py0, py1), gain=up * up)
+        return upfirdn2d(x, f, up=up, padding=(px0, px1, py0, py1), gain=up * up, bias=bias)
     if down > 1 and up == 1:
         x = upfirdn2d(x, f, padding=(px0, px1, py0, py1))
-        return F.conv2d(x, w, stride=down, groups=groups)
+        return F.conv2d(x, w, bias, stride=down, groups=groups)
     if up > 1:
         if groups == 1:
             wt = w.transpose(0, 1)
@@ -272,21 +296,35 @@ def conv2d_resample(
             wm = layouts.get(w, "transposed_mm", lambda t: t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).contiguous())
             cols = torch.matmul(wm, x.reshape(n, c, h * wd))
             x = F.fold(cols, ((h - 1) * up + kh, (wd - 1) * up + kw), (kh, kw), stride=up)
+        elif _prepad_ok(x, px0, px1, py0, py1):
+            # Same sums, different call: zero-pad the input by q and crop q*up-p from the transposed conv's
+            # output, so the FIR needs no padding. oneDNN (torch 2.13) runs a padded stride-2 transposed conv
+            # with its faster brgemm kernel; unpadded large ones got a kernel 1.5-2x slower at >=128 px input.
+            q = -(-(px0 + 1) // up)
+            x = F.conv_transpose2d(F.pad(x, [q, q, q, q]), wt, stride=up, padding=q * up - px0, groups=groups)
+            pxt = pyt = -px0
         else:
             x = F.conv_transpose2d(x, wt, stride=up, padding=[pyt, pxt], groups=groups)
-        x = upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up)
         if down > 1:
-            x = upfirdn2d(x, f, down=down)
-        return x
+            x = upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up)
+            return upfirdn2d(x, f, down=down, bias=bias)
+        return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up, bias=bias)
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
         if px0 == py0 and _matmul_conv_ok(x, w, groups, layouts):
             n, _, h, wd = x.shape
             cols = F.unfold(x, (kh, kw), padding=px0)  # [N, I*kh*kw, H'*W']
             out = torch.matmul(w.reshape(out_ch, -1), cols)
-            return out.reshape(n, out_ch, h + 2 * px0 - kh + 1, wd + 2 * px0 - kw + 1)
-        return F.conv2d(x, w, padding=[py0, px0], groups=groups)
+            return _add_bias(out.reshape(n, out_ch, h + 2 * px0 - kh + 1, wd + 2 * px0 - kw + 1), bias)
+        return F.conv2d(x, w, bias, padding=[py0, px0], groups=groups)
     x = upfirdn2d(x, f if f is not None else setup_filter([1]), padding=(px0, px1, py0, py1))
-    return F.conv2d(x, w, groups=groups)
+    return F.conv2d(x, w, bias, groups=groups)
+
+
+def _add_bias_maybe_inplace(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    b = bias.to(x.dtype).reshape(1, -1, 1, 1)
+    if torch.is_grad_enabled() and (x.requires_grad or bias.requires_grad):
+        return x + b
+    return x.add_(b)
 
 
 def _sq_sum(w: torch.Tensor) -> torch.Tensor:
@@ -304,9 +342,15 @@ def modulated_conv2d(
     demodulate: bool = True,
     fused: Optional[bool] = True,
     layouts: Optional[WeightLayouts] = None,
+    out_scale: float = 1.0,
+    bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """StyleGAN2's modulated convolution: scale the kernel's input channels by per-sample ``styles``,
     optionally demodulate (normalise each output filter to unit norm), convolve, then add ``noise``.
+
+    ``out_scale`` and ``bias`` [O] give ``(conv + noise) * out_scale + bias`` without extra passes over the
+    output: the scale goes into the demodulation coefficients (or kernels) and the noise, the bias into the
+    convolution call where the layout allows (fp32 only; fp16 keeps the official op order exactly).
 
     ``fused=True`` builds per-sample kernels and runs one grouped convolution; ``fused=False`` scales
     activations before and after a shared convolution; ``None`` picks the cheaper one for the shapes.
@@ -319,6 +363,10 @@ def modulated_conv2d(
         # Per-sample kernels only pay off for one sample whose kernel is smaller than its activations
         # (the high resolutions); elsewhere scaling the activations around a shared kernel is cheaper.
         fused = n == 1 and weight.numel() < x[0].numel()
+    if x.dtype == torch.float16 and (out_scale != 1 or bias is not None):
+        raise ValueError("out_scale and bias are fp32-only (fp16 follows the official op order)")
+    if out_scale != 1 and noise is not None:
+        noise = noise * out_scale
     if x.dtype == torch.float16 and demodulate:
         weight = weight * (
             1 / math.sqrt(in_ch * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
@@ -336,26 +384,35 @@ def modulated_conv2d(
             wsq = (layouts.get(weight, "sq_sum", _sq_sum) if layouts is not None and not weight.requires_grad
                    else _sq_sum(weight))  # [O, I]
             dcoefs = (styles.square() @ wsq.t() + 1e-8).rsqrt()  # [N, O]
+        if out_scale != 1:
+            dcoefs = dcoefs * out_scale if demodulate else torch.full_like(styles[:, :1], out_scale)
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, padding=padding, layouts=layouts)
-        if demodulate and noise is not None:
+        if dcoefs is not None and noise is not None:
             x = torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
-        elif demodulate:
+        elif dcoefs is not None:
             x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
         elif noise is not None:
             x = x + noise.to(x.dtype)
+        if bias is not None:
+            x = _add_bias_maybe_inplace(x, bias)
         return x
 
     w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
     if demodulate:
         dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
-        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+        w = w * (dcoefs * out_scale if out_scale != 1 else dcoefs).reshape(n, -1, 1, 1, 1)
+    elif out_scale != 1:
+        w = w * out_scale
     w = w.reshape(-1, in_ch, kh, kw)
+    b = None
+    if bias is not None:
+        b = bias.to(x.dtype) if n == 1 else bias.to(x.dtype).repeat(n)
     if n == 1:  # (reshaping would drop a channels-last layout and slow every later op)
-        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding)
+        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, bias=b)
     else:
         x = x.reshape(1, -1, *x.shape[2:])
-        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n)
+        x = conv2d_resample(x, w.to(x.dtype), f=resample_filter, up=up, padding=padding, groups=n, bias=b)
         x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
         if x.dtype != noise.dtype:

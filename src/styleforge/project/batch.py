@@ -327,12 +327,13 @@ def project_files(
 
     ``feature_net`` overrides ``loss`` (e.g. a small net in tests); ``config`` a ProjectorConfig (its
     num_steps/space are replaced by the arguments). ``tune_allocator``: on CPU, call
-    :func:`~styleforge.project.projector.tune_cpu_allocator` first (process-wide; the CLI turns it on).
+    :func:`~styleforge.utils.perf.tune_cpu_allocator` first (process-wide; the CLI turns it on).
     """
     from ..generate import load_generator
     from ..utils.cli import resolve_device, shard_items
     from ..utils.cache import resolve_file
-    from .projector import ProjectorConfig, check_projectable, compute_w_stats, tune_cpu_allocator
+    from ..utils.perf import tune_cpu_allocator
+    from .projector import ProjectorConfig, check_projectable, compute_w_stats
 
     t_begin = time.perf_counter()
     if space not in ("w", "w+"):
