@@ -196,6 +196,59 @@ def test_folded_layer_order_matches_official_order():
             assert (fast - exact).abs().max() < 1e-5
         y = torch.randn(2, torgb.weight.shape[1], 8, 8)
         assert (torgb(y, ws[:, 1]) - torgb(y, ws[:, 1], exact_order=True)).abs().max() < 1e-5
+    # gradients too (the projector's path: unfused, in-place bias and activation under autograd)
+    for fused in (False, True):
+        grads = []
+        for exact in (False, True):
+            xg, wg = x[:1].clone().requires_grad_(True), ws[:1, 0].detach().clone().requires_grad_(True)
+            out = layer(xg, wg, fused=fused, exact_order=exact)
+            (out * torch.linspace(-1, 1, out.numel()).reshape(out.shape)).sum().backward()
+            grads.append((xg.grad, wg.grad, layer.bias.grad.clone(), layer.weight.grad.clone()))
+            layer.zero_grad()
+        for a, b in zip(*grads):
+            assert (a - b).abs().max() < 1e-4 * b.abs().max()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_winograd_conv_matches_direct_conv_and_its_gradient(channels_last):
+    from styleforge.networks.ops import _WinogradConv3x3, _winograd_back_weights, winograd_conv3x3, winograd_weights
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 10, 6)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(7, 5, 3, 3)
+    ref = torch.nn.functional.conv2d(x, w, padding=1)
+    with torch.no_grad():
+        y = winograd_conv3x3(x, winograd_weights(w))
+    assert y.shape == ref.shape and (y - ref).abs().max() < 1e-5 * ref.abs().max()
+    g = torch.randn_like(ref)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    torch.nn.functional.conv2d(xa, w, padding=1).backward(g)
+    _WinogradConv3x3.apply(xb, winograd_weights(w), _winograd_back_weights(w)).backward(g)
+    assert (xa.grad - xb.grad).abs().max() < 1e-5 * xa.grad.abs().max()
+
+
+def test_generator_with_winograd_convs_matches_direct(monkeypatch):
+    """The tiny generator with every eligible 3x3 convolution on the Winograd path (thresholds lowered)
+    renders what the direct convolutions render, and its W gradients (the projector's path) agree."""
+    from styleforge.networks import ops
+
+    G = tiny_generator("skip", res=32).requires_grad_(False)
+    ws = G.mapping(torch.randn(2, G.z_dim), None)
+    out = {}
+    for name, min_ch in (("direct", 10**6), ("winograd", 1)):
+        monkeypatch.setattr(ops, "WINOGRAD_MIN_CHANNELS", min_ch)
+        calls = []
+        monkeypatch.setattr(ops, "winograd_conv3x3", lambda x, u, f=ops.winograd_conv3x3: calls.append(1) or f(x, u))
+        with torch.no_grad():
+            img = G.synthesis(ws)
+        w = ws[:1].clone().requires_grad_(True)
+        G.synthesis(w, fused_modconv=False).square().mean().backward()
+        out[name] = (img, w.grad, len(calls))
+    assert out["direct"][2] == 0 and out["winograd"][2] > 0
+    assert (out["direct"][0] - out["winograd"][0]).abs().max() < 1e-5
+    assert (out["direct"][1] - out["winograd"][1]).abs().max() < 1e-5 * out["direct"][1].abs().max()
 
 
 def test_modulated_conv_demodulation_normalises_filters():

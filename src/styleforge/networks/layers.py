@@ -251,7 +251,7 @@ class SynthesisLayer(nn.Module):
                 resample_filter=self.resample_filter, fused=fused, layouts=self._layouts,
                 out_scale=out_gain, bias=self.bias * out_gain,
             )
-            return bias_act(x, None, act=self.activation, gain=1.0, clamp=act_clamp)
+            return bias_act(x, None, act=self.activation, gain=1.0, clamp=act_clamp, scratch=True)
         x = modulated_conv2d(
             x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
             resample_filter=self.resample_filter, fused=fused, layouts=self._layouts,
