@@ -40,9 +40,16 @@ class FullyConnectedLayer(nn.Module):
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init))) if bias else None
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
+        self._layouts = WeightLayouts()
+
+    def _scaled(self, t: torch.Tensor) -> torch.Tensor:
+        return t * self.weight_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
+        if x.dtype == self.weight.dtype and not (torch.is_grad_enabled() and self.weight.requires_grad):
+            w = self._layouts.get(self.weight, "scaled", self._scaled)  # frozen: scale once, not per call
+        else:
+            w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias
         if b is not None:
             b = b.to(x.dtype)
