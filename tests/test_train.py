@@ -173,6 +173,15 @@ def test_options_json_and_desc():
     assert o.desc == "x-cpu-cbase1024-cmax64-map3"
     assert o.G["synthesis"]["channel_base"] == 1024 and o.G["synthesis"]["channel_max"] == 64
     assert o.D["channel_base"] == 1024 and o.D["channel_max"] == 64 and o.G["mapping"]["num_layers"] == 3
+    # one settings object; keywords replace its fields; a misspelt setting is refused
+    from styleforge.train.presets import TrainSettings
+
+    s = TrainSettings(cfg="cpu", cbase=1024, cmax=64, map_layers=3, gamma=0.5)
+    o2 = resolve_options(data="x", dataset_name="x", resolution=32, num_channels=1, num_images=1, label_dim=0,
+                         settings=s, gamma=None)
+    assert o2.desc == o.desc and o2.G == o.G and s.gamma == 0.5
+    with pytest.raises(TypeError, match="gama"):
+        resolve_options(data="x", dataset_name="x", resolution=32, num_channels=1, num_images=1, label_dim=0, gama=1)
 
 
 def test_option_errors():

@@ -8,7 +8,6 @@ The constructor takes one :class:`GeneratorConfig`, which is stored with the wei
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import math
 import os
@@ -45,7 +46,7 @@ import torch
 
 from ..errors import StyleforgeError
 from ..utils.fileio import atomic_path, ensure_outdir, save_image, save_json
-from .presets import TrainingOptions, resolve_options
+from .presets import TrainingOptions, TrainSettings, resolve_options
 
 try:
     import resource
@@ -921,55 +922,35 @@ def _deep_update(d: Dict[str, Any], u: Dict[str, Any]) -> Dict[str, Any]:
 def train(
     outdir: str,
     data: str,
-    cfg: str = "auto",
+    settings: Optional[TrainSettings] = None,
+    *,
     gpus: Optional[int] = None,
-    batch: Optional[int] = None,
-    gamma: Optional[float] = None,
-    kimg: Optional[float] = None,
-    snap: Optional[int] = None,
-    mirror: bool = False,
-    cond: bool = False,
-    aug: Optional[str] = None,
-    p: Optional[float] = None,
-    target: Optional[float] = None,
-    augpipe: Optional[str] = None,
-    cbase: Optional[int] = None,
-    cmax: Optional[int] = None,
-    map_layers: Optional[int] = None,
-    resume: Optional[str] = None,
-    seed: int = 0,
-    metrics: Optional[List[str]] = None,
-    kimg_per_tick: Optional[float] = None,
-    workers: Optional[int] = None,
-    device: str = "auto",
-    deterministic: bool = False,
-    fp32: bool = False,
     dry_run: bool = False,
     echo: bool = True,
     overrides: Optional[Dict[str, Any]] = None,
     step_callback: Optional[Callable[[Trainer], None]] = None,
     snapshot_callback: Optional[Callable[[Trainer, Path], None]] = None,
     handle_signals: bool = True,
+    **fields: Any,
 ) -> TrainResult:
     """Train (or continue training) a StyleGAN2-ADA model; see ``scripts/train.py --help`` for the flags.
 
+    The user's choices are a :class:`~styleforge.train.presets.TrainSettings` (``settings``) and/or its fields as
+    keywords (``train(outdir, data, cfg="cpu", kimg=10)``), which replace those of ``settings``.
     ``overrides``: extra settings merged (deeply) into the resolved :class:`TrainingOptions` of a new run, e.g.
     ``{'G': {'synthesis': {'channel_max': 32}}}`` (tests and benchmarks use it for tiny networks).
     ``step_callback(trainer)`` runs after every step; calling ``trainer.stop.set()`` there is exactly what
     SIGTERM does.
     """
-    if workers is None:  # more loader processes than spare cores only slows training down
-        workers = max(min(3, (os.cpu_count() or 1) - 1), 0)
-    if metrics:
-        raise StyleforgeError(f"--metrics {','.join(metrics)}: metrics are not available yet; use --metrics none")
+    s = dataclasses.replace(settings or TrainSettings(), **fields)
+    if s.workers is None:  # more loader processes than spare cores only slows training down
+        s = dataclasses.replace(s, workers=max(min(3, (os.cpu_count() or 1) - 1), 0))
+    if s.metrics:
+        raise StyleforgeError(f"--metrics {','.join(s.metrics)}: metrics are not available yet; use --metrics none")
     # the run's settings, passed on unchanged to _train (here, or in each spawned process)
-    run_kw = dict(
-        outdir=outdir, data=data, cfg=cfg, batch=batch, gamma=gamma, kimg=kimg, snap=snap, mirror=mirror, cond=cond,
-        aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax, map_layers=map_layers, resume=resume,
-        seed=seed, kimg_per_tick=kimg_per_tick, workers=workers, device=device, deterministic=deterministic,
-        fp32=fp32, overrides=overrides)
+    run_kw = dict(outdir=outdir, data=data, settings=s, overrides=overrides)
     if not _launched_by_torchrun() and (gpus or 1) > 1:
-        setup_distributed(gpus, device)  # the checks: CUDA with enough devices (CPU needs torchrun)
+        setup_distributed(gpus, s.device)  # the checks: CUDA with enough devices (CPU needs torchrun)
         # validate everything here first, so that bad input gives one line instead of one per process
         pre = _train(dist=DistInfo(world=gpus), log=_Logger(enabled=dry_run, echo=echo), dry_run=True,
                      step_callback=None, snapshot_callback=None, handle_signals=False, **run_kw)
@@ -978,10 +959,10 @@ def train(
         return spawn_training(gpus, dict(run_kw, echo=echo, step_callback=step_callback,
                                          snapshot_callback=snapshot_callback))
     prev_det = torch.are_deterministic_algorithms_enabled()
-    dist = setup_distributed(gpus, device)
+    dist = setup_distributed(gpus, s.device)
     log = _Logger(enabled=dist.is_main, echo=echo)
     try:
-        if deterministic:
+        if s.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -1065,9 +1046,11 @@ def spawn_training(nprocs: int, kwargs: Dict[str, Any]) -> TrainResult:
                        done=r["done"])
 
 
-def _train(outdir, data, cfg, dist: DistInfo, log: _Logger, *, resume, overrides, step_callback, snapshot_callback,
-           handle_signals, dry_run, fp32, **kw) -> TrainResult:
+def _train(outdir, data, settings: TrainSettings, dist: DistInfo, log: _Logger, *, overrides, step_callback,
+           snapshot_callback, handle_signals, dry_run) -> TrainResult:
     from ..networks.checkpoint import load_networks
+
+    s, resume = settings, settings.resume
 
     outdir = Path(outdir)
     data_path = Path(data)
@@ -1079,7 +1062,7 @@ def _train(outdir, data, cfg, dist: DistInfo, log: _Logger, *, resume, overrides
     if dist.is_main:
         try:
             if resume == "auto":
-                d = find_auto_resume(outdir, data_abs, cfg)
+                d = find_auto_resume(outdir, data_abs, s.cfg)
                 if d is not None:
                     decision.update(state=str(d / STATE_NAME), run_dir=str(d))
             elif resume:
@@ -1115,19 +1098,19 @@ def _train(outdir, data, cfg, dist: DistInfo, log: _Logger, *, resume, overrides
                             "the resumed network")
         opts.data = data_abs
         for k in ("kimg", "snap", "kimg_per_tick"):
-            if kw[k] is not None:
-                setattr(opts, k, kw[k])
+            if getattr(s, k) is not None:
+                setattr(opts, k, getattr(s, k))
                 if k == "snap":
-                    opts.image_snap = kw[k]
-        opts.workers, opts.device, opts.deterministic = kw["workers"], kw["device"], kw["deterministic"]
-        opts.fp16 = dist.device.type == "cuda" and not fp32
+                    opts.image_snap = s.snap
+        opts.workers, opts.device, opts.deterministic = s.workers, s.device, s.deterministic
+        opts.fp16 = dist.device.type == "cuda" and not s.fp32
         opts.metrics = []
     else:
         opts = resolve_options(
             data=data_abs, dataset_name=probe.name, resolution=probe.resolution, num_channels=probe.num_channels,
-            num_images=len(probe) * (2 if kw["mirror"] else 1), label_dim=probe.label_dim, cfg=cfg, gpus=dist.world,
-            resume=resume if (resume == "auto" or decision["network"]) else None,
-            fp16=dist.device.type == "cuda" and not fp32, **kw)  # kw: the user's settings, as resolve_options names them
+            num_images=len(probe) * (2 if s.mirror else 1), label_dim=probe.label_dim, gpus=dist.world,
+            fp16=dist.device.type == "cuda" and not s.fp32, settings=s,
+            resume=resume if (resume == "auto" or decision["network"]) else None)
         if dist.device.type == "cpu" and opts.grid[0] * opts.grid[1] > 64:
             # the official grid (up to 32x32 images) takes minutes per snapshot on a CPU; 8x8 is plenty there
             opts.grid = (min(opts.grid[0], 8), min(opts.grid[1], 8))

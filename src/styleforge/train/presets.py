@@ -153,6 +153,35 @@ def resolve_preset(name: str, resolution: int, gpus: int = 1) -> ResolvedPreset:
 
 
 @dataclass
+class TrainSettings:
+    """The user's choices for a run: ``train.py``'s flags (None: the preset's value). One object carries them
+    from the command line through :func:`~styleforge.train.loop.train` to :func:`resolve_options`."""
+
+    cfg: str = "auto"
+    batch: Optional[int] = None
+    gamma: Optional[float] = None
+    kimg: Optional[float] = None
+    snap: Optional[int] = None
+    mirror: bool = False
+    cond: bool = False
+    aug: Optional[str] = None
+    p: Optional[float] = None
+    target: Optional[float] = None
+    augpipe: Optional[str] = None
+    cbase: Optional[int] = None
+    cmax: Optional[int] = None
+    map_layers: Optional[int] = None
+    resume: Optional[str] = None
+    seed: int = 0
+    metrics: Optional[List[str]] = None
+    kimg_per_tick: Optional[float] = None
+    workers: Optional[int] = None  # None: min(3, CPUs - 1) loader processes
+    device: str = "auto"
+    deterministic: bool = False
+    fp32: bool = False  # CUDA only: no mixed precision
+
+
+@dataclass
 class TrainingOptions:
     """Everything a training run uses, as plain data (written to ``training_options.json``)."""
 
@@ -292,117 +321,102 @@ def resolve_options(
     num_channels: int,
     num_images: int,
     label_dim: int,
-    cfg: str = "auto",
     gpus: int = 1,
-    cond: bool = False,
-    mirror: bool = False,
-    batch: Optional[int] = None,
-    gamma: Optional[float] = None,
-    kimg: Optional[float] = None,
-    aug: Optional[str] = None,
-    p: Optional[float] = None,
-    target: Optional[float] = None,
-    augpipe: Optional[str] = None,
-    cbase: Optional[int] = None,
-    cmax: Optional[int] = None,
-    map_layers: Optional[int] = None,
-    resume: Optional[str] = None,
-    seed: int = 0,
-    snap: Optional[int] = None,
-    kimg_per_tick: Optional[float] = None,
-    metrics: Optional[List[str]] = None,
-    workers: int = 3,
-    device: str = "auto",
     fp16: bool = False,
-    deterministic: bool = False,
+    settings: Optional[TrainSettings] = None,
+    **fields: Any,
 ) -> TrainingOptions:
-    """Apply the preset ``cfg`` and the user's overrides, with the official validation rules (one-line errors)."""
+    """Apply the preset ``settings.cfg`` and the user's ``settings`` (or ``TrainSettings`` fields given as
+    keywords, replacing those of ``settings``), with the official validation rules (one-line errors)."""
+    s = dataclasses.replace(settings or TrainSettings(), **fields)
     if gpus < 1 or gpus & (gpus - 1):
         raise StyleforgeError(f"--gpus {gpus}: must be a power of two (1, 2, 4, ...)")
     if resolution < 8 or resolution & (resolution - 1):
         raise StyleforgeError(f"--data: resolution {resolution} is not supported; train at a power of two >= 8")
-    pr = resolve_preset(cfg, resolution, gpus)
-    for flag, v, lo, hi in (("--cbase", cbase, 16, 1 << 20), ("--cmax", cmax, 1, 4096), ("--map", map_layers, 1, 16)):
+    pr = resolve_preset(s.cfg, resolution, gpus)
+    for flag, v, lo, hi in (("--cbase", s.cbase, 16, 1 << 20), ("--cmax", s.cmax, 1, 4096), ("--map", s.map_layers, 1, 16)):
         if v is not None and not lo <= v <= hi:
             raise StyleforgeError(f"{flag} {v}: must be between {lo} and {hi}")
-    if cbase is not None:
-        pr.channel_base = int(cbase)
-    if cmax is not None:
-        pr.channel_max = int(cmax)
-    if map_layers is not None:
-        pr.map_layers = int(map_layers)
-    if cond and label_dim == 0:
+    if s.cbase is not None:
+        pr.channel_base = int(s.cbase)
+    if s.cmax is not None:
+        pr.channel_max = int(s.cmax)
+    if s.map_layers is not None:
+        pr.map_layers = int(s.map_layers)
+    if s.cond and label_dim == 0:
         raise StyleforgeError("--cond: the dataset has no labels (dataset.json 'labels' is null); drop --cond or add labels")
-    c_dim = label_dim if cond else 0
+    c_dim = label_dim if s.cond else 0
 
     total_batch = pr.batch
     batch_gpu = max(pr.batch // pr.ref_gpus, 1)
-    if batch is not None:
-        if batch < 1 or batch % gpus:
-            raise StyleforgeError(f"--batch {batch}: must be at least 1 and divisible by --gpus ({gpus})")
-        total_batch, batch_gpu = batch, batch // gpus
+    if s.batch is not None:
+        if s.batch < 1 or s.batch % gpus:
+            raise StyleforgeError(f"--batch {s.batch}: must be at least 1 and divisible by --gpus ({gpus})")
+        total_batch, batch_gpu = s.batch, s.batch // gpus
     batch_gpu = min(batch_gpu, total_batch // gpus)
     if total_batch % (batch_gpu * gpus):
         raise StyleforgeError(f"--batch {total_batch} is not a multiple of {gpus} process(es) x {batch_gpu} per round")
-    # The official auto/cfg rules compute mbstd for the preset's own batch; keep the group within one round.
+    # The official auto/s.cfg rules compute mbstd for the preset's own s.batch; keep the group within one round.
     if batch_gpu % min(pr.mbstd, batch_gpu):
         raise StyleforgeError(
-            f"batch per process {batch_gpu} is not divisible by the minibatch-stddev group {pr.mbstd}; "
+            f"s.batch per process {batch_gpu} is not divisible by the minibatch-stddev group {pr.mbstd}; "
             f"choose --batch as a multiple of {pr.mbstd * gpus}")
 
-    if gamma is not None and (not math.isfinite(gamma) or gamma < 0):
-        raise StyleforgeError(f"--gamma {gamma}: must be a finite number >= 0")
-    if kimg is not None and (not math.isfinite(kimg) or kimg <= 0):
-        raise StyleforgeError(f"--kimg {kimg}: must be > 0")
-    if snap is not None and snap < 1:
-        raise StyleforgeError(f"--snap {snap}: must be at least 1")
-    if kimg_per_tick is not None and (not math.isfinite(kimg_per_tick) or kimg_per_tick <= 0):
-        raise StyleforgeError(f"--kimg-per-tick {kimg_per_tick}: must be > 0")
+    if s.gamma is not None and (not math.isfinite(s.gamma) or s.gamma < 0):
+        raise StyleforgeError(f"--gamma {s.gamma}: must be a finite number >= 0")
+    if s.kimg is not None and (not math.isfinite(s.kimg) or s.kimg <= 0):
+        raise StyleforgeError(f"--kimg {s.kimg}: must be > 0")
+    if s.snap is not None and s.snap < 1:
+        raise StyleforgeError(f"--snap {s.snap}: must be at least 1")
+    if s.kimg_per_tick is not None and (not math.isfinite(s.kimg_per_tick) or s.kimg_per_tick <= 0):
+        raise StyleforgeError(f"--kimg-per-tick {s.kimg_per_tick}: must be > 0")
 
-    aug_mode = aug if aug is not None else "ada"
+    aug_mode = s.aug if s.aug is not None else "ada"
     if aug_mode not in AUG_MODES:
         raise StyleforgeError(f"--aug {aug_mode!r}: use ada, noaug or fixed")
-    if p is not None:
+    if s.p is not None:
         if aug_mode != "fixed":
             raise StyleforgeError("--p can only be specified with --aug fixed")
-        if not 0 <= p <= 1:
-            raise StyleforgeError(f"--p {p}: must be between 0 and 1")
+        if not 0 <= s.p <= 1:
+            raise StyleforgeError(f"--p {s.p}: must be between 0 and 1")
     elif aug_mode == "fixed":
         raise StyleforgeError("--aug fixed needs --p (the constant augmentation probability)")
-    if target is not None:
+    if s.target is not None:
         if aug_mode != "ada":
             raise StyleforgeError("--target can only be specified with --aug ada")
-        if not 0 <= target <= 1:
-            raise StyleforgeError(f"--target {target}: must be between 0 and 1")
+        if not 0 <= s.target <= 1:
+            raise StyleforgeError(f"--target {s.target}: must be between 0 and 1")
     from .augment import AUGPIPE_PRESETS
 
-    pipe = augpipe if augpipe is not None else "bgc"
+    pipe = s.augpipe if s.augpipe is not None else "bgc"
     if pipe not in AUGPIPE_PRESETS:
         official_only = {"filter", "noise", "cutout", "bgcf", "bgcfn", "bgcfnc"}
         why = "is not implemented by styleforge" if pipe in official_only else "is unknown"
         raise StyleforgeError(f"--augpipe {pipe!r} {why}; use one of {', '.join(AUGPIPE_PRESETS)}")
-    if augpipe is not None and aug_mode == "noaug":
+    if s.augpipe is not None and aug_mode == "noaug":
         raise StyleforgeError("--augpipe cannot be specified with --aug noaug")
 
     G, D = network_configs(pr, resolution, num_channels, c_dim, batch_gpu)
     ema_rampup = pr.ema_rampup
     ada_kimg = 500.0
-    if resume is not None and resume != "auto":
+    if s.resume is not None and s.resume != "auto":
         ada_kimg = 100.0  # official: faster ADA adjustment and no EMA ramp-up when fine-tuning
         ema_rampup = None
-    desc = run_desc(dataset_name, cfg, gpus, cond=cond, mirror=mirror, gamma=gamma, kimg=kimg, batch=batch,
-                    aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax, map_layers=map_layers,
-                    resume=None if resume in (None, "auto") else resume)
-    snap_v = snap if snap is not None else pr.snap
+    desc = run_desc(dataset_name, s.cfg, gpus, cond=s.cond, mirror=s.mirror, gamma=s.gamma, kimg=s.kimg,
+                    batch=s.batch, aug=s.aug, p=s.p, target=s.target, augpipe=s.augpipe, cbase=s.cbase, cmax=s.cmax,
+                    map_layers=s.map_layers, resume=None if s.resume in (None, "auto") else s.resume)
+    snap_v = s.snap if s.snap is not None else pr.snap
     return TrainingOptions(
         data=data, dataset_name=dataset_name, resolution=resolution, num_channels=num_channels,
-        num_images=num_images, cond=cond, label_dim=c_dim, mirror=mirror, cfg=cfg, gpus=gpus,
-        batch=total_batch, batch_gpu=batch_gpu, kimg=kimg if kimg is not None else pr.kimg,
-        gamma=gamma if gamma is not None else pr.gamma, G=G, D=D, lrate=pr.lrate,
+        num_images=num_images, cond=s.cond, label_dim=c_dim, mirror=s.mirror, cfg=s.cfg, gpus=gpus,
+        batch=total_batch, batch_gpu=batch_gpu, kimg=s.kimg if s.kimg is not None else pr.kimg,
+        gamma=s.gamma if s.gamma is not None else pr.gamma, G=G, D=D, lrate=pr.lrate,
         pl_weight=pr.pl_weight, style_mixing_prob=pr.style_mixing_prob, ema_kimg=pr.ema_kimg,
         ema_rampup=ema_rampup, aug=aug_mode, augpipe=pipe if aug_mode != "noaug" else "noaug",
-        p=p if p is not None else 0.0, target=target if target is not None else 0.6, ada_kimg=ada_kimg,
-        resume=resume, seed=seed, kimg_per_tick=kimg_per_tick if kimg_per_tick is not None else pr.kimg_per_tick,
-        snap=snap_v, image_snap=snap_v, grid=pr.grid, metrics=list(metrics or []), workers=workers,
-        device=device, fp16=fp16, deterministic=deterministic, desc=desc,
+        p=s.p if s.p is not None else 0.0, target=s.target if s.target is not None else 0.6, ada_kimg=ada_kimg,
+        resume=s.resume, seed=s.seed,
+        kimg_per_tick=s.kimg_per_tick if s.kimg_per_tick is not None else pr.kimg_per_tick,
+        snap=snap_v, image_snap=snap_v, grid=pr.grid, metrics=list(s.metrics or []),
+        workers=s.workers if s.workers is not None else 3,
+        device=s.device, fp16=fp16, deterministic=s.deterministic, desc=desc,
     )
