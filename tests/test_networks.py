@@ -100,13 +100,22 @@ def test_w_avg_tracks_only_in_training():
     assert not torch.equal(G.mapping.w_avg, before)
 
 
-def test_determinism_and_batch_independence():
+@pytest.mark.parametrize("batched_max_res", [0, 8, 64])
+def test_determinism_and_batch_independence(monkeypatch, batched_max_res):
+    """A CPU batch runs together up to CPU_BATCHED_MAX_RES and one sample at a time above it: same images."""
+    from styleforge.networks import generator
+
+    monkeypatch.setattr(generator, "CPU_BATCHED_MAX_RES", batched_max_res)
     G = tiny_generator()
     z = torch.randn(5, G.z_dim)
     with torch.no_grad():
         a = G(z)
         b = G(z)
         single = torch.cat([G(z[i: i + 1]) for i in range(5)])
+        for mode in ("const", "none"):
+            ws = G.mapping(z, None)
+            whole = torch.cat([G.synthesis(ws[i: i + 1], noise_mode=mode) for i in range(5)])
+            assert (G.synthesis(ws, noise_mode=mode) - whole).abs().max() < 1e-5
     assert torch.equal(a, b)
     assert (a - single).abs().max() < 1e-5
 

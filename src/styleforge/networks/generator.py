@@ -173,6 +173,11 @@ class SynthesisBlock(nn.Module):
         return x, img
 
 
+# On CPU, batches run together up to this resolution and one sample at a time above it (measured on 2 cores:
+# paper256 batch 8 ~10% faster than one sample at a time throughout).
+CPU_BATCHED_MAX_RES = 64
+
+
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] -> image, block by block from 4x4 up to img_resolution."""
 
@@ -207,14 +212,22 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
         ws = ws.to(torch.float32)
         n = ws.shape[0]
-        if (n > 1 and ws.device.type == "cpu" and not fp16 and noise_mode != "random" and not self.training
-                and not torch.is_grad_enabled()):
-            # CPU inference: one sample at a time keeps each activation in cache and runs faster per image
-            # than a batch (the result is the same; 'random' noise stays batched so its RNG draws match).
-            return torch.cat([self.forward(ws[i: i + 1], noise_mode, fp16, fused_modconv) for i in range(n)])
-        x = img = None
-        w_idx = 0
-        for res in self.block_resolutions:
+        split = (n > 1 and ws.device.type == "cpu" and not fp16 and noise_mode != "random" and not self.training
+                 and not torch.is_grad_enabled())
+        # CPU inference of a batch: the low resolutions, where reading the weights dominates, run batched; the
+        # rest one sample at a time, which keeps each activation in cache (same result up to float rounding;
+        # 'random' noise stays batched so its RNG draws match).
+        return self._run_blocks(ws, None, None, 0, noise_mode, fp16, fused_modconv, split)
+
+    def _run_blocks(self, ws, x, img, start, noise_mode, fp16, fused_modconv, split):
+        w_idx = sum(getattr(self, f"b{r}").num_conv for r in self.block_resolutions[:start])
+        for i in range(start, len(self.block_resolutions)):
+            res = self.block_resolutions[i]
+            if split and res > CPU_BATCHED_MAX_RES:
+                return torch.cat([
+                    self._run_blocks(ws[k: k + 1], None if x is None else x[k: k + 1],
+                                     None if img is None else img[k: k + 1], i, noise_mode, fp16, fused_modconv, False)
+                    for k in range(ws.shape[0])])
             block = getattr(self, f"b{res}")
             cur = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
