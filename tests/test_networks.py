@@ -238,6 +238,24 @@ def test_winograd_conv_matches_direct_conv_and_its_gradient(channels_last):
     assert (xa.grad - xb.grad).abs().max() < 1e-5 * xa.grad.abs().max()
 
 
+def test_winograd_output_takes_in_place_bias_under_autograd(monkeypatch):
+    """The unfused path adds the bias in place on the convolution's fresh output, also when that output comes
+    straight from the Winograd Function (no demodulation, no noise) and x needs a gradient."""
+    from styleforge.networks import ops
+
+    monkeypatch.setattr(ops, "WINOGRAD_MIN_CHANNELS", 1)
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 8, 8).contiguous(memory_format=torch.channels_last)
+    w, s, b = torch.randn(5, 4, 3, 3), torch.rand(1, 4) + 0.5, torch.randn(5)
+    grads = []
+    for layouts in (ops.WeightLayouts(), None):  # Winograd / direct convolution
+        xg = x.clone().requires_grad_(True)
+        y = modulated_conv2d(xg, w, s, padding=1, demodulate=False, fused=False, layouts=layouts, bias=b)
+        ops.bias_act(y, None, act="lrelu", scratch=True).square().sum().backward()
+        grads.append(xg.grad)
+    assert (grads[0] - grads[1]).abs().max() < 1e-4 * grads[1].abs().max()
+
+
 def test_generator_with_winograd_convs_matches_direct(monkeypatch):
     """The tiny generator with every eligible 3x3 convolution on the Winograd path (thresholds lowered)
     renders what the direct convolutions render, and its W gradients (the projector's path) agree."""

@@ -169,6 +169,8 @@ def _upfirdn2d_channels_last(x, f, up, down, pads, gain, bias=None) -> Optional[
     c = x.shape[1]
     fk = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     kh, kw = fk.shape
+    if bias is not None:
+        bias = bias.to(x.dtype)
     if up == 1 and px0 == px1 >= 0 and py0 == py1 >= 0:
         weight = fk.flip([0, 1])[None, None].repeat(c, 1, 1, 1)
         return F.conv2d(x, weight, bias, padding=(py0, px0), stride=down, groups=c)
@@ -213,11 +215,13 @@ class WeightLayouts:
 
     def get(self, w: torch.Tensor, name: str, fn):
         key = (w.data_ptr(), w._version, w.device, w.dtype, tuple(w.shape))
+        store = self._store
         if key != self._key:
-            self._key, self._store = key, {}
-        if name not in self._store:
-            self._store[name] = fn(w)
-        return self._store[name]
+            store = {}
+            self._key, self._store = key, store
+        if name not in store:
+            store[name] = fn(w)
+        return store[name]  # (a local store: another thread swapping in a new one cannot lose this entry)
 
 
 def _matmul_conv_ok(x: torch.Tensor, w: torch.Tensor, groups: int, layouts) -> bool:
@@ -269,9 +273,12 @@ def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         torch.sub(cols[1], cols[3], out=v[4 * i + 3])
     m = torch.bmm(v.reshape(16, -1, c), u.to(x.dtype)).reshape(4, 4, n, th, tw, o)
     s0, s1 = m[0] + m[1] + m[2], m[1] - m[2] - m[3]  # A^T along tile rows: [4, N, th, tw, O] each
-    out = [[s[0] + s[1] + s[2], s[1] - s[2] - s[3]] for s in (s0, s1)]  # [row a][col b]: [N, th, tw, O]
-    y = torch.stack([torch.stack(r, dim=3) for r in out], dim=2)  # [N, th, 2, tw, 2, O]
-    return y.reshape(n, h, w, o).permute(0, 3, 1, 2)
+    y = torch.empty((n, o, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)  # not a view
+    tiles = y.permute(0, 2, 3, 1).view(n, th, 2, tw, 2, o)
+    for a, s in enumerate((s0, s1)):
+        torch.add(s[0] + s[1], s[2], out=tiles[:, :, a, :, 0])
+        torch.sub(s[1] - s[2], s[3], out=tiles[:, :, a, :, 1])
+    return y
 
 
 class _WinogradConv3x3(torch.autograd.Function):

@@ -427,9 +427,10 @@ class Trainer:
         """Make every process start from rank 0's weights (cheap insurance on top of identical seeding)."""
         if self.dist.world == 1:
             return
-        for module in (self.G, self.D, self.G_ema):
-            for t in list(module.parameters()) + list(module.buffers()):
-                torch.distributed.broadcast(t.data, src=0)
+        with torch.no_grad():  # in place on the tensors themselves (not .data), so cached layouts see the change
+            for module in (self.G, self.D, self.G_ema):
+                for t in list(module.parameters()) + list(module.buffers()):
+                    torch.distributed.broadcast(t, src=0)
 
     # -- one step ----------------------------------------------------------------------------------------------------
 
@@ -922,8 +923,8 @@ def _deep_update(d: Dict[str, Any], u: Dict[str, Any]) -> Dict[str, Any]:
 def train(
     outdir: str,
     data: str,
-    settings: Optional[TrainSettings] = None,
     *,
+    settings: Optional[TrainSettings] = None,
     gpus: Optional[int] = None,
     dry_run: bool = False,
     echo: bool = True,

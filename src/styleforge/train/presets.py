@@ -334,7 +334,8 @@ def resolve_options(
     if resolution < 8 or resolution & (resolution - 1):
         raise StyleforgeError(f"--data: resolution {resolution} is not supported; train at a power of two >= 8")
     pr = resolve_preset(s.cfg, resolution, gpus)
-    for flag, v, lo, hi in (("--cbase", s.cbase, 16, 1 << 20), ("--cmax", s.cmax, 1, 4096), ("--map", s.map_layers, 1, 16)):
+    for flag, v, lo, hi in (("--cbase", s.cbase, 16, 1 << 20), ("--cmax", s.cmax, 1, 4096),
+                            ("--map", s.map_layers, 1, 16)):
         if v is not None and not lo <= v <= hi:
             raise StyleforgeError(f"{flag} {v}: must be between {lo} and {hi}")
     if s.cbase is not None:
@@ -356,10 +357,10 @@ def resolve_options(
     batch_gpu = min(batch_gpu, total_batch // gpus)
     if total_batch % (batch_gpu * gpus):
         raise StyleforgeError(f"--batch {total_batch} is not a multiple of {gpus} process(es) x {batch_gpu} per round")
-    # The official auto/s.cfg rules compute mbstd for the preset's own s.batch; keep the group within one round.
+    # The official auto/cfg rules compute mbstd for the preset's own batch; keep the group within one round.
     if batch_gpu % min(pr.mbstd, batch_gpu):
         raise StyleforgeError(
-            f"s.batch per process {batch_gpu} is not divisible by the minibatch-stddev group {pr.mbstd}; "
+            f"batch per process {batch_gpu} is not divisible by the minibatch-stddev group {pr.mbstd}; "
             f"choose --batch as a multiple of {pr.mbstd * gpus}")
 
     if s.gamma is not None and (not math.isfinite(s.gamma) or s.gamma < 0):
