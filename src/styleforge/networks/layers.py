@@ -250,19 +250,17 @@ class SynthesisLayer(nn.Module):
             noise = self.noise_const * self.noise_strength
         act_clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         out_gain = self.act_gain * gain
-        if not exact_order and x.dtype == torch.float32 and self.activation in POSITIVELY_HOMOGENEOUS and out_gain > 0:
-            # act(g * (conv + noise + b)) computed as act(g*conv + g*noise + g*b): the gain rides on the
-            # demodulation and the bias on the convolution call, saving two passes over the output
-            x = modulated_conv2d(
-                x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                resample_filter=self.resample_filter, fused=fused, layouts=self._layouts,
-                out_scale=out_gain, bias=self.bias * out_gain,
-            )
-            return bias_act(x, None, act=self.activation, gain=1.0, clamp=act_clamp, scratch=True)
+        # act(g * (conv + noise + b)) computed as act(g*conv + g*noise + g*b): the gain rides on the
+        # demodulation and the bias on the convolution call, saving two passes over the output
+        fold = (not exact_order and x.dtype == torch.float32 and self.activation in POSITIVELY_HOMOGENEOUS
+                and out_gain > 0)
         x = modulated_conv2d(
             x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
             resample_filter=self.resample_filter, fused=fused, layouts=self._layouts,
+            out_scale=out_gain if fold else 1.0, bias=self.bias * out_gain if fold else None,
         )
+        if fold:
+            return bias_act(x, None, act=self.activation, gain=1.0, clamp=act_clamp, scratch=True)
         return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=out_gain, clamp=act_clamp)
 
 
@@ -283,11 +281,9 @@ class ToRGBLayer(nn.Module):
         self, x: torch.Tensor, w: torch.Tensor, fused: Optional[bool] = None, exact_order: bool = False
     ) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        if not exact_order and x.dtype == torch.float32:  # bias added by the convolution call itself
-            x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused, bias=self.bias)
-            return bias_act(x, None, clamp=self.conv_clamp)
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        fold = not exact_order and x.dtype == torch.float32  # bias added by the convolution call itself
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused, bias=self.bias if fold else None)
+        return bias_act(x, None if fold else self.bias.to(x.dtype), clamp=self.conv_clamp)
 
 
 class MinibatchStdLayer(nn.Module):

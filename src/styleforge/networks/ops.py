@@ -393,10 +393,10 @@ def conv2d_resample(
             pxt = pyt = -px0
         else:
             x = F.conv_transpose2d(x, wt, stride=up, padding=[pyt, pxt], groups=groups)
+        pads = (px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt)
         if down > 1:
-            x = upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up)
-            return upfirdn2d(x, f, down=down, bias=bias)
-        return upfirdn2d(x, f, padding=(px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt), gain=up * up, bias=bias)
+            return upfirdn2d(upfirdn2d(x, f, padding=pads, gain=up * up), f, down=down, bias=bias)
+        return upfirdn2d(x, f, padding=pads, gain=up * up, bias=bias)
     if px0 == px1 and py0 == py1 and px0 >= 0 and py0 >= 0:
         if px0 == py0 and _winograd_ok(x, w, groups, layouts, px0):
             return _add_bias(_winograd(x, w, layouts), bias)
