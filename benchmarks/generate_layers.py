@@ -3,7 +3,7 @@
 
 Whole-network timings on a shared 2-core machine swing by 10-15 % between runs; per-layer minima are steadier
 and show which layer a change helps. Forward hooks time every SynthesisLayer and ToRGBLayer of G (fp32, batch 1,
-noise const, allocator tuned as generate.py does); ``--compare winograd`` or ``--compare prepad`` also times each
+noise const, allocator tuned as generate.py does); ``--compare winograd|winograd4|prepad`` also times each
 layer with that fast path switched off, alternating runs.
 
     python benchmarks/generate_layers.py                          # paper256
@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from fullsize import CONFIGS, full_size_generator  # noqa: E402
 
 # name -> (module constant that switches the path off when set to the value)
-SWITCHES = {"winograd": ("WINOGRAD_MAX_PIXELS", 0), "prepad": ("PREPAD_MIN_PIXELS", 1 << 40)}
+SWITCHES = {"winograd": ("WINOGRAD_MAX_PIXELS", 0), "winograd4": ("WINOGRAD4_MAX_PIXELS", 0),
+            "prepad": ("PREPAD_MIN_PIXELS", 1 << 40)}
 
 
 def main():

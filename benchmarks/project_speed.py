@@ -4,7 +4,9 @@
 Each case runs in its own subprocess (so peak RSS is per case): a paper256 or FFHQ-1024 generator with random
 weights (fp32, 8-layer mapping, channel_max 512, architecture skip) and a VGG16-shaped random conv net as the
 perceptual loss (13 3x3 convs, 64-512 channels, LPIPS-style taps, on 256x256 input: the cost of NVIDIA's
-vgg16.pt without needing the file), ``torch.set_num_threads(--threads)``. ``--warmup`` untimed steps
+vgg16.pt without needing the file), saved as a TorchScript file with vgg16.pt's call signature and loaded
+through the same class as the real file (``--vgg-runtime eager``, the default: the graph walked eagerly with
+styleforge's convolutions; ``torchscript``: the TorchScript runtime), ``torch.set_num_threads(--threads)``. ``--warmup`` untimed steps
 (3: while the heap still grows, the first steps at 1024 px take 2x longer; a real projection runs 1,000
 steps), then ``--steps`` timed steps of :func:`styleforge.project.projector.project`; the W statistics
 (10,000 mappings) are timed separately. The machine is shared and noisy, so compare the minima.
@@ -12,6 +14,7 @@ steps), then ``--steps`` timed steps of :func:`styleforge.project.projector.proj
     python benchmarks/project_speed.py                      # default cases
     python benchmarks/project_speed.py --only paper256 --batch 4 --space w+
     python benchmarks/project_speed.py --no-malloc-tuning     # glibc defaults (slower at 1024 px)
+    python benchmarks/project_speed.py --vgg-runtime torchscript  # the VGG graph as shipped
 """
 
 from __future__ import annotations
@@ -32,13 +35,14 @@ OFFICIAL_S_PER_STEP = {"paper256": 1.14, "ffhq1024": 7.2}  # official projector.
 
 
 def run_case(name: str, batch: int, steps: int, threads: int, space: str, malloc_tuning: bool = True,
-             warmup: int = 3) -> dict:
+             warmup: int = 3, vgg_runtime: str = "eager") -> dict:
     import resource
+    import tempfile
 
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
-    from styleforge.project.features import VGG16_LAYOUT, RandomConvFeatures
+    from styleforge.project.features import VGG16_LAYOUT, VGG16LPIPS, RandomConvFeatures
     from styleforge.project.projector import compute_w_stats, project
     from styleforge.utils.perf import tune_cpu_allocator
 
@@ -46,7 +50,10 @@ def run_case(name: str, batch: int, steps: int, threads: int, space: str, malloc
     torch.set_num_threads(threads)
     res = CONFIGS[name][0]
     G = full_size_generator(name)
-    vgg = RandomConvFeatures(VGG16_LAYOUT)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = RandomConvFeatures(VGG16_LAYOUT).save_torchscript(Path(tmp) / "vgg16.pt")
+        vgg = VGG16LPIPS(path, eager=vgg_runtime == "eager")
+    assert vgg.runs_eager == (vgg_runtime == "eager"), vgg.net
     targets = torch.randint(0, 256, (batch, 3, res, res)).float()
     stats = compute_w_stats(G)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -57,6 +64,7 @@ def run_case(name: str, batch: int, steps: int, threads: int, space: str, malloc
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "config": name, "batch": batch, "space": space, "threads": threads, "steps": steps, "malloc_tuned": tuned,
+        "vgg": vgg.describe(),
         "min_s_per_step": min(times), "median_s_per_step": statistics.median(times),
         "min_s_per_step_per_target": min(times) / batch,
         "w_stats_s": stats.seconds, "total_s": total,
@@ -74,21 +82,26 @@ def main():
     ap.add_argument("--space", choices=["w", "w+"], default="w")
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="leave glibc's allocator alone (see styleforge.utils.perf.tune_cpu_allocator)")
+    ap.add_argument("--vgg-runtime", choices=["eager", "torchscript"], default="eager",
+                    help="how the VGG16 TorchScript file runs (see styleforge.project.scripted)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.case:
         name, batch = a.case.split(":")
-        print(json.dumps(run_case(name, int(batch), a.steps, a.threads, a.space, not a.no_malloc_tuning, a.warmup)))
+        print(json.dumps(run_case(name, int(batch), a.steps, a.threads, a.space, not a.no_malloc_tuning, a.warmup,
+                                  a.vgg_runtime)))
         return
     cases = [(n, b) for n, b in DEFAULT_CASES if (a.only in (None, n)) and (a.batch in (None, b))]
     if a.only and a.batch and not cases:
         cases = [(a.only, a.batch)]
+    print(f"perceptual net: VGG16-shaped TorchScript stand-in, --vgg-runtime {a.vgg_runtime}")
     print(f"{'config':10s} {'batch':>5s} {'space':>5s} {'s/step min':>10s} {'s/step med':>10s} "
           f"{'s/step/target':>13s} {'official':>8s} {'w_stats s':>9s} {'peak MiB':>9s}")
     for name, batch in cases:
         out = subprocess.run(
             [sys.executable, __file__, "--case", f"{name}:{batch}", "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads",
-             str(a.threads), "--space", a.space] + (["--no-malloc-tuning"] if a.no_malloc_tuning else []),
+             str(a.threads), "--space", a.space, "--vgg-runtime", a.vgg_runtime]
+            + (["--no-malloc-tuning"] if a.no_malloc_tuning else []),
             capture_output=True, text=True, check=True,
         ).stdout.strip().splitlines()[-1]
         r = json.loads(out)

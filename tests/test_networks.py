@@ -218,24 +218,46 @@ def test_folded_layer_order_matches_official_order():
             assert (a - b).abs().max() < 1e-4 * b.abs().max()
 
 
+@pytest.mark.parametrize("tile", [2, 4])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_winograd_conv_matches_direct_conv_and_its_gradient(channels_last):
+def test_winograd_conv_matches_direct_conv_and_its_gradient(channels_last, tile):
     from styleforge.networks.ops import _WinogradConv3x3, _winograd_back_weights, winograd_conv3x3, winograd_weights
 
     torch.manual_seed(0)
-    x = torch.randn(2, 5, 10, 6)
+    x = torch.randn(2, 5, 10, 6) if tile == 2 else torch.randn(2, 5, 12, 8)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     w = torch.randn(7, 5, 3, 3)
     ref = torch.nn.functional.conv2d(x, w, padding=1)
     with torch.no_grad():
-        y = winograd_conv3x3(x, winograd_weights(w))
-    assert y.shape == ref.shape and (y - ref).abs().max() < 1e-5 * ref.abs().max()
+        u = winograd_weights(w, tile)
+        assert u.shape == (tile * tile + 4 * tile + 4, 5, 7)  # (tile + 2)^2 tile positions
+        y = winograd_conv3x3(x, u)
+    tol = 1e-5 if tile == 2 else 3e-5  # F(4x4)'s transforms have larger coefficients
+    assert y.shape == ref.shape and (y - ref).abs().max() < tol * ref.abs().max()
     g = torch.randn_like(ref)
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     torch.nn.functional.conv2d(xa, w, padding=1).backward(g)
-    _WinogradConv3x3.apply(xb, winograd_weights(w), _winograd_back_weights(w)).backward(g)
-    assert (xa.grad - xb.grad).abs().max() < 1e-5 * xa.grad.abs().max()
+    _WinogradConv3x3.apply(xb, u, _winograd_back_weights(w, tile)).backward(g)
+    assert (xa.grad - xb.grad).abs().max() < tol * xa.grad.abs().max()
+
+
+def test_winograd_tile_choice_by_size(monkeypatch):
+    """F(4x4) from 32x32 to 64x64 (and only with sides divisible by 4), F(2x2) elsewhere; each layer keeps
+    the transformed kernels it used."""
+    from styleforge.networks import ops
+
+    monkeypatch.setattr(ops, "WINOGRAD_MIN_CHANNELS", 1)
+    w = torch.randn(3, 2, 3, 3)
+    for size, tile in ((16, 2), (30, 2), (32, 4), (64, 4), (66, 2), (128, 2)):
+        x = torch.randn(1, 2, size, size)
+        layouts = ops.WeightLayouts()
+        assert ops._winograd_ok(x, w, 1, layouts, 1)
+        with torch.no_grad():
+            y = ops.conv2d_resample(x, w, padding=1, layouts=layouts)
+        assert set(layouts._store) == {f"winograd{tile}"}
+        ref = torch.nn.functional.conv2d(x, w, padding=1)
+        assert (y - ref).abs().max() < 3e-5 * ref.abs().max()
 
 
 def test_winograd_output_takes_in_place_bias_under_autograd(monkeypatch):

@@ -235,30 +235,54 @@ def _matmul_conv_ok(x: torch.Tensor, w: torch.Tensor, groups: int, layouts) -> b
 # Transposed convolutions whose input has at least this many pixels take the pre-padded form on CPU.
 PREPAD_MIN_PIXELS = 128 * 128
 
-# 3x3 stride-1 convolutions with shared weights run as Winograd F(2x2, 3x3) on CPU for inputs from 8x8 to
-# WINOGRAD_MAX_PIXELS with at least WINOGRAD_MIN_CHANNELS input channels (measured on 2 AVX2 cores, batch 1:
-# 1.6-2x faster than oneDNN at 16-64 px with 256-512 channels, even at 128 px / 128 channels, slower at 256 px).
+# 3x3 stride-1 convolutions with shared weights run as Winograd convolutions on CPU for inputs from 8x8 to
+# WINOGRAD_MAX_PIXELS with at least WINOGRAD_MIN_CHANNELS input channels: F(4x4, 3x3) from WINOGRAD4_MIN_PIXELS
+# to WINOGRAD4_MAX_PIXELS, F(2x2, 3x3) elsewhere. Measured on 2 AVX2 cores, batch 1, against oneDNN: F(2x2)
+# 1.6-2x faster at 16-64 px with 256-512 channels, about even at 128 px / 128 channels (ahead inside the
+# network), slower at 256 px; F(4x4) another 1.2-1.5x at 32-64 px, slower at 8-16 px (its kernels are 4x the
+# size of the 3x3 ones and reading them dominates there) and at 128 px (memory-bound transforms).
 WINOGRAD_MAX_PIXELS = 128 * 128
 WINOGRAD_MIN_CHANNELS = 128
+WINOGRAD4_MIN_PIXELS = 32 * 32
+WINOGRAD4_MAX_PIXELS = 64 * 64
 
 # Winograd F(2x2, 3x3) transforms (Lavin & Gray 2016): Y = A^T [(G g G^T) * (B^T d B)] A on 4x4 input tiles.
 _WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
 
+# F(4x4, 3x3) on 6x6 tiles, interpolation points 0, +-1, +-2 and infinity (Lavin & Gray 2016, section 4.2).
+_WINO4_G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6), (1 / 24, 1 / 12, 1 / 6),
+            (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
+_WINO4_BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0), (0, -2, -1, 2, 1, 0),
+             (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))
+_WINO4_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
+_WINO4_MATS: dict = {}
 
-def winograd_weights(w: torch.Tensor) -> torch.Tensor:
-    """[O, I, 3, 3] kernel (cross-correlation, as F.conv2d) -> [16, I, O] transformed kernel G w G^T."""
+
+def winograd_weights(w: torch.Tensor, tile: int = 2) -> torch.Tensor:
+    """[O, I, 3, 3] kernel (cross-correlation, as F.conv2d) -> transformed kernel G w G^T for output tiles of
+    ``tile`` x ``tile`` pixels: [16, I, O] for F(2x2, 3x3), [36, I, O] for F(4x4, 3x3)."""
+    if tile == 4:
+        g = torch.tensor(_WINO4_G, dtype=torch.float64, device=w.device)
+        u = torch.einsum("ik,ockl,jl->ijco", g, w.double(), g).to(w.dtype)
+        return u.reshape(36, w.shape[1], w.shape[0]).contiguous()
+    if tile != 2:
+        raise ValueError(f"Winograd tiles of 2 or 4 pixels, not {tile}")
     g = torch.tensor(_WINO_G, dtype=w.dtype, device=w.device)
     u = torch.einsum("ik,ockl,jl->ijco", g, w, g)
     return u.reshape(16, w.shape[1], w.shape[0]).contiguous()
 
 
 def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """F.conv2d(x, w, padding=1) for even H and W, given ``u = winograd_weights(w)``; channels-last result.
+    """F.conv2d(x, w, padding=1) given ``u = winograd_weights(w, tile)``, for H and W divisible by the tile
+    size; channels-last result.
 
-    The 16 tile positions become one batched matrix product [16, tiles, I] @ [16, I, O]: 2.25x fewer
-    multiplications than the direct convolution; the transforms only add and subtract (exact in binary
-    except the 0.5 factors of G), so results differ from oneDNN's by float rounding (~1e-6 relative).
+    The tile positions become one batched matrix product [16 or 36, tiles, I] @ [.., I, O]: 2.25x (F(2x2))
+    or 4x (F(4x4)) fewer multiplications than the direct convolution. F(2x2)'s transforms only add and
+    subtract (exact in binary except the 0.5 factors of G), so results differ from oneDNN's by float rounding
+    (~1e-6 relative); F(4x4)'s larger transform coefficients give ~1e-5 relative.
     """
+    if u.shape[0] == 36:
+        return _winograd4_conv3x3(x, u)
     n, c, h, w = x.shape
     o = u.shape[2]
     th, tw = h // 2, w // 2
@@ -281,6 +305,36 @@ def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return y
 
 
+def _winograd4_mats(dtype: torch.dtype, device: torch.device):
+    key = (dtype, device)
+    if key not in _WINO4_MATS:
+        bt = torch.tensor(_WINO4_BT, dtype=torch.float64)
+        at = torch.tensor(_WINO4_AT, dtype=torch.float64)
+        # the 2-D transforms of a whole tile as one matrix each: B^T d B <-> kron(B^T, B^T) vec(d)
+        _WINO4_MATS[key] = (torch.kron(bt, bt).to(dtype=dtype, device=device),
+                            torch.kron(at, at).to(dtype=dtype, device=device))
+    return _WINO4_MATS[key]
+
+
+def _winograd4_conv3x3(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = x.shape
+    o = u.shape[2]
+    th, tw = h // 4, w // 4
+    k_in, k_out = _winograd4_mats(x.dtype, x.device)
+    xl = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)
+    if not xl.is_contiguous():
+        xl = xl.contiguous()
+    s_n, s_h, s_w, s_c = xl.stride()
+    # the 6x6 input tiles (overlapping by 2) gathered as [36, N * th * tw * I], tile position first
+    d = xl.as_strided((6, 6, n, th, tw, c), (s_h, s_w, s_n, 4 * s_h, 4 * s_w, s_c)).reshape(36, -1)
+    v = torch.mm(k_in, d).view(36, n * th * tw, c)
+    m = torch.bmm(v, u.to(x.dtype))  # [36, tiles, O]
+    yt = torch.mm(k_out, m.view(36, -1)).view(4, 4, n, th, tw, o)
+    y = torch.empty((n, o, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    y.permute(0, 2, 3, 1).view(n, th, 4, tw, 4, o).copy_(yt.permute(2, 3, 0, 4, 1, 5))
+    return y
+
+
 class _WinogradConv3x3(torch.autograd.Function):
     """Input gradients through the Winograd convolution (kernel frozen): the gradient of a 3x3 stride-1
     pad-1 convolution is the same convolution with the kernel flipped and its channels swapped."""
@@ -296,14 +350,21 @@ class _WinogradConv3x3(torch.autograd.Function):
         return winograd_conv3x3(grad, u_back), None, None
 
 
-def _winograd_back_weights(w: torch.Tensor) -> torch.Tensor:
-    return winograd_weights(w.flip([2, 3]).transpose(0, 1))
+def _winograd_back_weights(w: torch.Tensor, tile: int = 2) -> torch.Tensor:
+    return winograd_weights(w.flip([2, 3]).transpose(0, 1), tile)
+
+
+def _winograd_tile(x: torch.Tensor) -> int:
+    h, w = x.shape[2], x.shape[3]
+    return 4 if (h % 4 == 0 and w % 4 == 0 and WINOGRAD4_MIN_PIXELS <= h * w <= WINOGRAD4_MAX_PIXELS) else 2
 
 
 def _winograd(x: torch.Tensor, w: torch.Tensor, layouts: WeightLayouts) -> torch.Tensor:
-    u = layouts.get(w, "winograd", winograd_weights)
+    tile = _winograd_tile(x)
+    u = layouts.get(w, f"winograd{tile}", lambda t: winograd_weights(t, tile))
     if torch.is_grad_enabled() and x.requires_grad:
-        return _WinogradConv3x3.apply(x, u, layouts.get(w, "winograd_back", _winograd_back_weights))
+        back = layouts.get(w, f"winograd{tile}_back", lambda t: _winograd_back_weights(t, tile))
+        return _WinogradConv3x3.apply(x, u, back)
     return winograd_conv3x3(x, u)
 
 

@@ -134,7 +134,7 @@ class VGG16LPIPS(FeatureNet):
     rgb_input = True
 
     def __init__(self, path: Optional[Union[str, Path]] = None, allow_download: Optional[bool] = None,
-                 map_location: Union[str, torch.device] = "cpu"):
+                 map_location: Union[str, torch.device] = "cpu", eager: bool = True):
         super().__init__()
         self.path = self.locate(path, allow_download)
         try:
@@ -146,8 +146,27 @@ class VGG16LPIPS(FeatureNet):
                 f"{self.path}: not a TorchScript file ({type(e).__name__}); --vgg must be NVIDIA's vgg16.pt "
                 f"from {self.url()}"
             ) from None
-        self.net = net.eval()
+        net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        self.net = self._wrap(net) if eager else net
         self.freeze()
+
+    @staticmethod
+    def _wrap(net: torch.jit.ScriptModule) -> nn.Module:
+        """Run the file's graph eagerly with styleforge's convolutions when a probe shows the same features
+        and input gradients as the TorchScript runtime (see :mod:`styleforge.project.scripted`)."""
+        from .scripted import eager_or_script
+
+        dev = next((p.device for p in net.parameters()), torch.device("cpu"))
+        gen = torch.Generator().manual_seed(0)
+        probe = (torch.rand((1, 3, 64, 64), generator=gen) * 255).to(dev)
+        return eager_or_script(net, probe, lambda m, x: m(x, resize_images=False, return_lpips=True))
+
+    @property
+    def runs_eager(self) -> bool:
+        """True while calls take the eager walk (False: the TorchScript runtime, e.g. after a fallback)."""
+        return bool(getattr(self.net, "uses_eager", False))
 
     @staticmethod
     def url() -> str:
@@ -179,7 +198,8 @@ class VGG16LPIPS(FeatureNet):
         return self.net(x, resize_images=False, return_lpips=True)
 
     def describe(self) -> str:
-        return f"vgg ({self.path.name}, LPIPS)"
+        how = "eager" if self.runs_eager else "TorchScript runtime"
+        return f"vgg ({self.path.name}, LPIPS, {how})"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -309,6 +329,55 @@ class RandomConvFeatures(FeatureNet):
 
     def describe(self) -> str:
         return f"random conv net ({len(self.convs)} convs, test/benchmark only)"
+
+    def save_torchscript(self, path: Union[str, Path]) -> Path:
+        """Save this network as a TorchScript file with the official ``vgg16.pt`` call signature,
+        ``net(images_0_255, resize_images=True, return_lpips=False)`` (``return_lpips=True``: the same
+        features as :meth:`features`; ``resize_images``: area-resize to 224 px first), so that tests and
+        benchmarks can run :class:`VGG16LPIPS` without NVIDIA's file."""
+        net = torch.jit.script(_ScriptableConvNet(self.layout, self.convs))
+        path = Path(path)
+        net.save(str(path))
+        return path
+
+
+class _ScriptableConvNet(nn.Module):
+    """:class:`RandomConvFeatures` as a scriptable module with the official VGG16 file's signature."""
+
+    def __init__(self, layout: Sequence, convs: nn.ModuleList):
+        super().__init__()
+        stages: List[nn.Module] = []
+        current: List[nn.Module] = []
+        it = iter(convs)
+        for item in layout:
+            if item == "M":
+                stages.append(nn.Sequential(*current))
+                current = []
+            else:
+                conv = next(it)
+                copy = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=1)
+                copy.load_state_dict(conv.state_dict())
+                current += [copy, nn.ReLU()]
+        stages.append(nn.Sequential(*current))
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor, resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
+        if resize_images:
+            x = F.interpolate(x, size=(224, 224), mode="area")
+        h = x * (2 / 255) - 1
+        feats: List[torch.Tensor] = []
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                h = F.max_pool2d(h, 2)
+            h = stage(h)
+            feats.append(h)
+        if not return_lpips:
+            return h.flatten(1)
+        out: List[torch.Tensor] = []
+        for a in feats:
+            a = a / (a.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)
+            out.append(a.flatten(1) * (1.0 / math.sqrt(a.shape[2] * a.shape[3])))
+        return torch.cat(out, dim=1)
 
 
 # ----------------------------------------------------------------------------------------------------------
