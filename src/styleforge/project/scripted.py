@@ -88,6 +88,8 @@ class EagerScript(nn.Module):
         self.conv_fast_path = conv_fast_path
         self._graph = script.inlined_graph
         self._schema = script.forward.schema
+        self._nodes = list(self._graph.nodes())
+        self._free_after = self._last_uses()
         self._layouts: Dict[int, ops.WeightLayouts] = {}
         self._constants: Dict[int, Any] = {}
         self._op_cache: Dict[str, Any] = {}
@@ -111,13 +113,41 @@ class EagerScript(nn.Module):
         env: Dict[Any, Any] = {inputs[0].unique(): self.script}
         for v, value in zip(inputs[1:], values):
             env[v.unique()] = value
-        self._run(self._graph.nodes(), env)
+        self._run(self._nodes, env, self._free_after)
         outs = [env[v.unique()] for v in self._graph.outputs()]
         return outs[0] if len(outs) == 1 else tuple(outs)
 
     # -- graph walking ---------------------------------------------------------------------------------
-    def _run(self, nodes, env: Dict[Any, Any]) -> None:
-        for node in nodes:
+    def _last_uses(self) -> List[List[int]]:
+        """For each top-level node, the values no later node reads: dropped from the walk's environment once
+        the node has run, so intermediates that backward does not need are freed as early as in the
+        TorchScript runtime (otherwise the walk holds every activation until forward returns)."""
+
+        def reads(node):
+            for v in node.inputs():
+                yield v.unique()
+            for block in node.blocks():
+                for inner in block.nodes():
+                    yield from reads(inner)
+                for v in block.outputs():
+                    yield v.unique()
+
+        last: Dict[int, int] = {}
+        for i, node in enumerate(self._nodes):
+            for key in reads(node):
+                last[key] = i
+        keep = {v.unique() for v in self._graph.outputs()} | {next(self._graph.inputs()).unique()}
+        free: List[List[int]] = [[] for _ in self._nodes]
+        for key, i in last.items():
+            if key not in keep:
+                free[i].append(key)
+        return free
+
+    def _run(self, nodes, env: Dict[Any, Any], free_after: Optional[List[List[int]]] = None) -> None:
+        for i, node in enumerate(nodes):
+            if free_after is not None and i > 0:
+                for key in free_after[i - 1]:
+                    env.pop(key, None)
             kind = node.kind()
             ins = [env[v.unique()] for v in node.inputs()]
             outs = list(node.outputs())
