@@ -353,3 +353,24 @@ def test_core_imports_without_torchvision():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok False"
+
+
+def test_weight_layouts_never_mistake_a_temporary_for_the_last_one():
+    """A weight converted on every call (fp16 casts) is a fresh tensor each time, often at the address the
+    previous one had freed; the cache must not hand back what it derived from the previous tensor."""
+    from styleforge.networks import ops
+
+    import numpy as np
+
+    lay = ops.WeightLayouts()
+    memory = np.zeros((64, 64), np.float32)
+    for k in range(3):
+        memory[:] = k  # new values written where the last tensor lived (as a reused allocation would be)
+        t = torch.from_numpy(memory)  # a new tensor: same address, version 0, new values
+        assert torch.equal(lay.get(t, "copy", lambda v: v.clone()), t)
+    p = torch.randn(64, 64)
+    # the same tensor hits until it is changed in place
+    first = lay.get(p, "copy", lambda v: v.clone())
+    assert lay.get(p, "copy", lambda v: v.clone()) is first
+    p.mul_(2)
+    assert torch.equal(lay.get(p, "copy", lambda v: v.clone()), p)

@@ -207,18 +207,23 @@ MATMUL_MAX_PIXELS = 256
 
 class WeightLayouts:
     """Per-layer cache of weight layouts derived from a parameter, re-derived whenever the weight changes
-    (new storage, in-place update, other device or dtype)."""
+    (another tensor object, new storage, in-place update, other device or dtype).
+
+    The cache holds a reference to the tensor it was filled from: a temporary (e.g. a weight cast to fp16 on
+    every call) therefore never shares an address with the next call's temporary, so it can never be
+    mistaken for it; such temporaries simply miss every time."""
 
     def __init__(self):
+        self._tensor: Optional[torch.Tensor] = None
         self._key = None
         self._store: dict = {}
 
     def get(self, w: torch.Tensor, name: str, fn):
         key = (w.data_ptr(), w._version, w.device, w.dtype, tuple(w.shape))
         store = self._store
-        if key != self._key:
+        if w is not self._tensor or key != self._key:
             store = {}
-            self._key, self._store = key, store
+            self._tensor, self._key, self._store = w, key, store
         if name not in store:
             store[name] = fn(w)
         return store[name]  # (a local store: another thread swapping in a new one cannot lose this entry)
