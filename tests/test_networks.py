@@ -360,7 +360,6 @@ def test_weight_layouts_never_mistake_a_temporary_for_the_last_one():
     previous one had freed; the cache must not hand back what it derived from the previous tensor."""
     from styleforge.networks import ops
 
-    import numpy as np
 
     lay = ops.WeightLayouts()
     memory = np.zeros((64, 64), np.float32)
@@ -374,3 +373,36 @@ def test_weight_layouts_never_mistake_a_temporary_for_the_last_one():
     assert lay.get(p, "copy", lambda v: v.clone()) is first
     p.mul_(2)
     assert torch.equal(lay.get(p, "copy", lambda v: v.clone()), p)
+
+
+@pytest.mark.parametrize("up", [1, 2])
+def test_cached_kernels_follow_in_place_weight_updates(up):
+    """conv2d_resample's cached kernels (channels-last copies, transposed layouts, Winograd transforms) are
+    re-derived after an in-place update of the weight (an optimiser step, EMA, load_state_dict)."""
+    from styleforge.networks import ops
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 20, 20).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(4, 8, 3, 3)
+    f = ops.setup_filter([1, 3, 3, 1])
+    layouts = ops.WeightLayouts()
+    for _ in range(2):
+        with torch.no_grad():
+            got = ops.conv2d_resample(x, w, f=f, up=up, padding=1, layouts=layouts)
+        want = ops.conv2d_resample(x, w, f=f, up=up, padding=1)  # no cache
+        assert layouts._store and (got - want).abs().max() < 1e-5 * want.abs().max()
+        with torch.no_grad():
+            w.lerp_(torch.randn_like(w), 0.5)
+
+
+def test_kernels_cached_in_inference_mode_do_not_break_a_later_gradient_pass():
+    from styleforge.networks import ops
+
+    x = torch.randn(1, 8, 20, 20).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(4, 8, 3, 3)
+    layouts = ops.WeightLayouts()
+    with torch.inference_mode():
+        ops.conv2d_resample(x, w, padding=1, layouts=layouts)
+    xg = x.clone().requires_grad_(True)
+    ops.conv2d_resample(xg, w, padding=1, layouts=layouts).sum().backward()
+    assert xg.grad is not None and xg.grad.abs().sum() > 0

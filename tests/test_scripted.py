@@ -172,3 +172,45 @@ def test_vgg16_file_runs_eager_with_the_same_features(tmp_path):
     b = slow.net(x, resize_images=True, return_lpips=False)
     assert a.shape == b.shape and (a - b).abs().max() <= 1e-5 * b.abs().max()  # float rounding of the sums
     assert not any(p.requires_grad for p in fast.parameters())
+
+
+class _DtypeAndShapes(nn.Module):
+    """dtype comparisons, a one-element unpack and integer tensors made from sizes."""
+
+    def forward(self, x: torch.Tensor, resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
+        (a,) = x.chunk(1)  # prim::ListUnpack with a single output
+        if x.dtype == torch.float32:
+            a = a.to(torch.float64)
+        n = torch.arange(x.size(0))  # integer tensor from a size
+        return a.flatten(1).sum(dim=1) + n
+
+
+def test_dtype_semantics_match_torchscript():
+    m = _script(_DtypeAndShapes())
+    x = torch.rand(3, 2, 4, 4)
+    ref, got = m(x), EagerScript(m)(x)
+    assert got.dtype == ref.dtype == torch.float64
+    torch.testing.assert_close(got, ref)
+    assert eager_or_script(m, x).uses_eager
+
+
+def test_probe_rejects_a_dtype_mismatch_and_any_walk_error(monkeypatch):
+    m = _script(_DtypeAndShapes())
+    x = torch.rand(3, 2, 4, 4)
+    real = EagerScript._call
+
+    def float32_results(self, node, kind, ins):
+        out = real(self, node, kind, ins)
+        return out.float() if torch.is_tensor(out) and out.dtype == torch.float64 else out
+
+    monkeypatch.setattr(EagerScript, "_call", float32_results)
+    w = eager_or_script(m, x)
+    assert not w.uses_eager and "differs" in w.reason
+
+    def broken(self, node, kind, ins):
+        raise IndexError("a bug in the walker")
+
+    monkeypatch.setattr(EagerScript, "_call", broken)
+    w = eager_or_script(m, x)
+    assert not w.uses_eager and "IndexError" in w.reason
+    torch.testing.assert_close(w(x), m(x))

@@ -219,7 +219,8 @@ class WeightLayouts:
         self._store: dict = {}
 
     def get(self, w: torch.Tensor, name: str, fn):
-        key = (w.data_ptr(), w._version, w.device, w.dtype, tuple(w.shape))
+        # (inference-mode results cannot be saved for backward, so they are kept apart from the others)
+        key = (w.data_ptr(), w._version, w.device, w.dtype, tuple(w.shape), torch.is_inference_mode_enabled())
         store = self._store
         if w is not self._tensor or key != self._key:
             store = {}

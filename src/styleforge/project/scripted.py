@@ -44,16 +44,17 @@ _SCALAR_TYPES = {
     0: torch.uint8, 1: torch.int8, 2: torch.int16, 3: torch.int32, 4: torch.int64, 5: torch.float16,
     6: torch.float32, 7: torch.float64, 11: torch.bool, 15: torch.bfloat16,
 }
+_SCALAR_TYPE_CODES = {dtype: code for code, dtype in _SCALAR_TYPES.items()}
 
 # Operators on Python scalars, lists and strings (TorchScript control-flow helpers), by name without overload.
 _PY_OPS: Dict[str, Callable] = {
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "div": operator.truediv,
-    "floordiv": operator.floordiv, "remainder": operator.mod, "pow": operator.pow, "neg": operator.neg,
+    "floordiv": operator.floordiv, "remainder": operator.mod, "neg": operator.neg,
     "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt,
     "ge": operator.ge, "__and__": operator.and_, "__or__": operator.or_, "__not__": operator.not_,
     "__is__": operator.is_, "__isnot__": operator.is_not, "__contains__": operator.contains,
     "__getitem__": operator.getitem, "len": len, "Int": int, "Float": float, "Bool": bool, "str": str,
-    "abs": abs, "min": min, "max": max, "floor": lambda v: int(v // 1), "ceil": lambda v: int(-(-v // 1)),
+    "abs": abs, "min": min, "max": max, "pow": lambda a, b: float(a ** b), "floor": lambda v: int(v // 1), "ceil": lambda v: int(-(-v // 1)),
     "format": lambda fmt, *a: fmt.format(*a), "list": list,
 }
 
@@ -167,9 +168,11 @@ class EagerScript(nn.Module):
                 self._loop(node, ins, outs, env)
             else:
                 results = self._call(node, kind, ins)
-                if len(outs) == 1:
+                if len(outs) == 1 and kind not in ("prim::ListUnpack", "prim::TupleUnpack"):
                     env[outs[0].unique()] = results
-                elif len(outs) > 1:
+                elif outs:
+                    if len(results) != len(outs):
+                        raise UnsupportedGraph(f"{kind}: {len(results)} values for {len(outs)} outputs")
                     for o, r in zip(outs, results):
                         env[o.unique()] = r
 
@@ -219,10 +222,14 @@ class EagerScript(nn.Module):
             return ins[0]
         if kind == "prim::device":
             return ins[0].device
-        if kind == "prim::dtype":
-            return ins[0].dtype
-        if kind == "prim::NumToTensor":
-            return torch.scalar_tensor(ins[0])
+        if kind == "prim::dtype":  # TorchScript's dtypes are ScalarType codes (compared with int constants)
+            if ins[0].dtype not in _SCALAR_TYPE_CODES:
+                raise UnsupportedGraph(f"dtype {ins[0].dtype}")
+            return _SCALAR_TYPE_CODES[ins[0].dtype]
+        if kind == "prim::NumToTensor":  # as c10::scalar_to_tensor: bool, int64 or float64
+            v = ins[0]
+            dtype = torch.bool if isinstance(v, bool) else torch.int64 if isinstance(v, int) else torch.float64
+            return torch.tensor(v, dtype=dtype)
         if kind in ("prim::min", "prim::max"):
             fn = min if kind == "prim::min" else max
             return fn(ins[0]) if len(ins) == 1 else fn(*ins)
@@ -304,8 +311,8 @@ class _Opaque:
 
 
 class ScriptWithFallback(nn.Module):
-    """Calls the eager walk; on a construct it does not support, switches to the TorchScript module for good
-    (with one warning) and repeats the call there."""
+    """Calls the eager walk; if the walk fails (a construct it does not support, or any other error), switches
+    to the TorchScript module for good (with one warning) and repeats the call there."""
 
     def __init__(self, script: torch.jit.ScriptModule, eager: Optional[EagerScript], reason: Optional[str] = None):
         super().__init__()
@@ -321,10 +328,10 @@ class ScriptWithFallback(nn.Module):
         if self.eager is not None:
             try:
                 return self.eager(*args, **kwargs)
-            except UnsupportedGraph as e:
-                self.reason = str(e)
+            except Exception as e:  # (a real input error is raised again by the TorchScript module below)
+                self.reason = f"{type(e).__name__}: {e}".splitlines()[0]
                 self.eager = None
-                warnings.warn(f"TorchScript graph runs as shipped from now on ({e})", RuntimeWarning)
+                warnings.warn(f"TorchScript graph runs as shipped from now on ({self.reason})", RuntimeWarning)
         return self.script(*args, **kwargs)
 
 
@@ -337,12 +344,12 @@ def eager_or_script(script: torch.jit.ScriptModule, example: torch.Tensor,
     The reason for a fallback is kept in ``.reason``."""
     try:
         eager = EagerScript(script)
-        ref = _output_and_grad(script, example, call)
         got = _output_and_grad(eager, example, call)
-    except (UnsupportedGraph, _GraphRaised) as e:
-        return ScriptWithFallback(script, None, reason=str(e))
+    except Exception as e:  # whatever the walk cannot do, the TorchScript runtime does as shipped
+        return ScriptWithFallback(script, None, reason=f"{type(e).__name__}: {e}".splitlines()[0])
+    ref = _output_and_grad(script, example, call)
     for a, b in zip(ref, got):
-        if a.shape != b.shape or not _close(a, b, rtol):
+        if a.shape != b.shape or a.dtype != b.dtype or not _close(a, b, rtol):
             return ScriptWithFallback(script, None, reason="the eager walk differs from the TorchScript module")
     return ScriptWithFallback(script, eager)
 

@@ -427,10 +427,13 @@ class Trainer:
         """Make every process start from rank 0's weights (cheap insurance on top of identical seeding)."""
         if self.dist.world == 1:
             return
-        with torch.no_grad():  # in place on the tensors themselves (not .data), so cached layouts see the change
+        with torch.no_grad():
             for module in (self.G, self.D, self.G_ema):
                 for t in list(module.parameters()) + list(module.buffers()):
                     torch.distributed.broadcast(t, src=0)
+                    # the collective writes the memory without bumping the tensor's version counter: bump it,
+                    # so that kernels cached from the old values (networks.ops.WeightLayouts) are re-derived
+                    torch.autograd.graph.increment_version(t)
 
     # -- one step ----------------------------------------------------------------------------------------------------
 
