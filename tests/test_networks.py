@@ -360,7 +360,6 @@ def test_weight_layouts_never_mistake_a_temporary_for_the_last_one():
     previous one had freed; the cache must not hand back what it derived from the previous tensor."""
     from styleforge.networks import ops
 
-
     lay = ops.WeightLayouts()
     memory = np.zeros((64, 64), np.float32)
     for k in range(3):
