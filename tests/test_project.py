@@ -392,6 +392,7 @@ def test_vgg_torchscript_file(tmp_path, photos, net):
     assert r.exit_code == 0, r.output
     rec = json.loads((out / "projection.json").read_text())
     assert rec["settings"]["loss"] == "vgg" and rec["final"]["lpips"] is not None
+    assert rec["loss"].endswith("eager)")  # the file's graph passed the probe and ran through the eager walk
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00" * 100)
     r = run(["--network", net, "--target", photos, "--outdir", tmp_path / "o2", "--vgg", junk, "--device", "cpu"])
