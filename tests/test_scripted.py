@@ -174,6 +174,15 @@ def test_vgg16_file_runs_eager_with_the_same_features(tmp_path):
     assert not any(p.requires_grad for p in fast.parameters())
 
 
+def test_vgg16_eager_walk_can_be_switched_off_by_environment(tmp_path, monkeypatch):
+    path = RandomConvFeatures((8, "M", 16)).save_torchscript(tmp_path / "vgg16.pt")
+    monkeypatch.setenv("STYLEFORGE_VGG_EAGER", "0")
+    assert not VGG16LPIPS(path).runs_eager
+    assert VGG16LPIPS(path, eager=True).runs_eager
+    monkeypatch.setenv("STYLEFORGE_VGG_EAGER", "1")
+    assert VGG16LPIPS(path).runs_eager
+
+
 class _DtypeAndShapes(nn.Module):
     """dtype comparisons, a one-element unpack and integer tensors made from sizes."""
 

@@ -22,6 +22,7 @@ module is meant to be shared by the metrics code, so it depends on nothing but t
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
@@ -123,6 +124,10 @@ class VGG16LPIPS(FeatureNet):
     ``net(images_0_255, resize_images=False, return_lpips=True)`` and returns one flat LPIPS feature vector
     per image; the squared distance of two vectors is the LPIPS distance.
 
+    ``eager``: walk the file's graph in eager mode with styleforge's convolutions when a probe shows the same
+    results (:mod:`styleforge.project.scripted`); False runs the TorchScript runtime. Default: True unless
+    the environment sets ``STYLEFORGE_VGG_EAGER=0``.
+
     Security note: a TorchScript file is *code* (``torch.jit.load`` runs the graph stored in it, and a
     crafted file can do anything the TorchScript runtime allows). Only use the official file from
     ``https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt`` (or a copy you
@@ -134,7 +139,7 @@ class VGG16LPIPS(FeatureNet):
     rgb_input = True
 
     def __init__(self, path: Optional[Union[str, Path]] = None, allow_download: Optional[bool] = None,
-                 map_location: Union[str, torch.device] = "cpu", eager: bool = True):
+                 map_location: Union[str, torch.device] = "cpu", eager: Optional[bool] = None):
         super().__init__()
         self.path = self.locate(path, allow_download)
         try:
@@ -149,6 +154,8 @@ class VGG16LPIPS(FeatureNet):
         net.eval()
         for p in net.parameters():
             p.requires_grad_(False)
+        if eager is None:  # STYLEFORGE_VGG_EAGER=0 runs the file as shipped (an escape hatch; see _wrap)
+            eager = os.environ.get("STYLEFORGE_VGG_EAGER", "1").strip() != "0"
         self.net = self._wrap(net) if eager else net
         self.freeze()
 
@@ -335,7 +342,9 @@ class RandomConvFeatures(FeatureNet):
         ``net(images_0_255, resize_images=True, return_lpips=False)`` (``return_lpips=True``: the same
         features as :meth:`features`; ``resize_images``: area-resize to 224 px first), so that tests and
         benchmarks can run :class:`VGG16LPIPS` without NVIDIA's file."""
-        net = torch.jit.script(_ScriptableConvNet(self.layout, self.convs))
+        with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; the official file is one
+            warnings.simplefilter("ignore", DeprecationWarning)
+            net = torch.jit.script(_ScriptableConvNet(self.layout, self.convs))
         path = Path(path)
         net.save(str(path))
         return path
