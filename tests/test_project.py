@@ -91,7 +91,7 @@ def test_official_schedule():
 
 def test_noise_regularizer_per_sample():
     torch.manual_seed(0)
-    maps = [torch.randn(3, 1, 16, 16), torch.randn(3, 1, 4, 4)]
+    maps = [torch.randn(3, 1, 16, 16), torch.randn(3, 1, 4, 4), torch.randn(3, 1, 16, 16)]  # two of one size
     reg = noise_regularizer(maps)
     assert reg.shape == (3,)
     for i in range(3):
