@@ -243,14 +243,15 @@ PREPAD_MIN_PIXELS = 128 * 128
 
 # 3x3 stride-1 convolutions with shared weights run as Winograd convolutions on CPU for inputs from 8x8 to
 # WINOGRAD_MAX_PIXELS with at least WINOGRAD_MIN_CHANNELS input channels: F(4x4, 3x3) from WINOGRAD4_MIN_PIXELS
-# to WINOGRAD4_MAX_PIXELS, F(2x2, 3x3) elsewhere. Measured on 2 AVX2 cores, batch 1, against oneDNN: F(2x2)
-# 1.6-2x faster at 16-64 px with 256-512 channels, about even at 128 px / 128 channels (ahead inside the
-# network), slower at 256 px; F(4x4) another 1.2-1.5x at 32-64 px, slower at 8-16 px (its kernels are 4x the
-# size of the 3x3 ones and reading them dominates there) and at 128 px (memory-bound transforms).
+# to WINOGRAD4_MAX_PIXELS, F(2x2, 3x3) elsewhere. Measured on 2 AVX2 cores, batch 1, against oneDNN (ms):
+#   16 px / 512 ch: direct 11.6-13.3, F(2x2) 6.0-6.4, F(4x4) 5.6-5.9    64 px / 256 ch: 30.3, 17.9-23.9, 15.3-15.7
+#   32 px / 512 ch: direct 33.7-35.1, F(2x2) 15.9-16.6, F(4x4) 13.0-13.3  128 px / 128 ch: 31.5-31.7, 29-33, 21.8-22.4
+# At 8 px F(2x2) wins (F(4x4)'s kernels are 4x the size of the 3x3 ones, and reading them dominates); at 256 px
+# with 64 channels the direct convolution wins (the transforms are bound by memory traffic).
 WINOGRAD_MAX_PIXELS = 128 * 128
 WINOGRAD_MIN_CHANNELS = 128
-WINOGRAD4_MIN_PIXELS = 32 * 32
-WINOGRAD4_MAX_PIXELS = 64 * 64
+WINOGRAD4_MIN_PIXELS = 16 * 16
+WINOGRAD4_MAX_PIXELS = 128 * 128
 
 # Winograd F(2x2, 3x3) transforms (Lavin & Gray 2016): Y = A^T [(G g G^T) * (B^T d B)] A on 4x4 input tiles.
 _WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
@@ -314,11 +315,8 @@ def winograd_conv3x3(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 def _winograd4_mats(dtype: torch.dtype, device: torch.device):
     key = (dtype, device)
     if key not in _WINO4_MATS:
-        bt = torch.tensor(_WINO4_BT, dtype=torch.float64)
-        at = torch.tensor(_WINO4_AT, dtype=torch.float64)
-        # the 2-D transforms of a whole tile as one matrix each: B^T d B <-> kron(B^T, B^T) vec(d)
-        _WINO4_MATS[key] = (torch.kron(bt, bt).to(dtype=dtype, device=device),
-                            torch.kron(at, at).to(dtype=dtype, device=device))
+        _WINO4_MATS[key] = (torch.tensor(_WINO4_BT, dtype=dtype, device=device),
+                            torch.tensor(_WINO4_AT, dtype=dtype, device=device))
     return _WINO4_MATS[key]
 
 
@@ -326,16 +324,18 @@ def _winograd4_conv3x3(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     o = u.shape[2]
     th, tw = h // 4, w // 4
-    k_in, k_out = _winograd4_mats(x.dtype, x.device)
+    bt, at = _winograd4_mats(x.dtype, x.device)
     xl = F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1)
     if not xl.is_contiguous():
         xl = xl.contiguous()
     s_n, s_h, s_w, s_c = xl.stride()
-    # the 6x6 input tiles (overlapping by 2) gathered as [36, N * th * tw * I], tile position first
-    d = xl.as_strided((6, 6, n, th, tw, c), (s_h, s_w, s_n, 4 * s_h, 4 * s_w, s_c)).reshape(36, -1)
-    v = torch.mm(k_in, d).view(36, n * th * tw, c)
+    # the 6x6 input tiles (overlapping by 2) gathered as [6 rows, 6 cols * N * th * tw * I]
+    d = xl.as_strided((6, 6, n, th, tw, c), (s_h, s_w, s_n, 4 * s_h, 4 * s_w, s_c)).reshape(6, -1)
+    # B^T d B one dimension at a time (two passes with 6x6 matrices, not one 36x36 product: 6x fewer
+    # multiplications, and these passes are bound by memory traffic, not arithmetic)
+    v = torch.matmul(bt, torch.mm(bt, d).view(6, 6, -1)).view(36, n * th * tw, c)
     m = torch.bmm(v, u.to(x.dtype))  # [36, tiles, O]
-    yt = torch.mm(k_out, m.view(36, -1)).view(4, 4, n, th, tw, o)
+    yt = torch.matmul(at, torch.mm(at, m.view(6, -1)).view(4, 6, -1)).view(4, 4, n, th, tw, o)
     y = torch.empty((n, o, h, w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     y.permute(0, 2, 3, 1).view(n, th, 4, tw, 4, o).copy_(yt.permute(2, 3, 0, 4, 1, 5))
     return y
