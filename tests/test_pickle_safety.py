@@ -606,3 +606,37 @@ def test_build_cannot_grow_a_tensor_past_its_blob():
     except NetworkFormatError:
         return
     assert t.numel() <= 1, f"a 1-element blob became a {t.numel()}-element tensor"
+
+
+@pytest.mark.parametrize("view_min", [1, None])
+def test_blob_views_of_the_file_are_never_kept(tiny_pickle, tmp_path, monkeypatch, view_min):
+    """Large tensor blobs are read as views of the memory-mapped file (view_min=1 makes every BINBYTES payload
+    one). Truncated files still give clean errors, the bytes read from a file and from memory agree, and the
+    loaded networks own their tensors: overwriting the file afterwards changes nothing, and they are writable."""
+    from styleforge.networks import official
+
+    if view_min is not None:
+        monkeypatch.setattr(official, "VIEW_MIN_BYTES", view_min)
+    path = tmp_path / "views.pkl"
+    n = len(tiny_pickle)
+    for cut in (n // 5, n // 2, n - 40, n - 1):
+        path.write_bytes(tiny_pickle[:cut])
+        _expect_format_error(path)
+    path.write_bytes(tiny_pickle)
+    with open(path, "rb") as f:
+        from_file = read_official_pickle(f).modules["G_ema"].named_tensors()
+    from_memory = read_official_pickle(io.BytesIO(tiny_pickle)).modules["G_ema"].named_tensors()
+    assert from_file.keys() == from_memory.keys()
+    assert all(torch.equal(from_file[k], from_memory[k]) for k in from_file)
+    del from_file
+    bundle = load_networks(path)
+    before = {key: {k: t.clone() for k, t in _tensors(net).items()} for key, net in bundle.networks.items()}
+    with open(path, "r+b") as f:  # overwrite in place: a tensor still viewing the mapping would change too
+        f.write(bytes(n))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for key, net in bundle.networks.items():
+            for k, t in _tensors(net).items():
+                assert torch.equal(t, before[key][k]), (key, k)
+                with torch.no_grad():
+                    t.add_(1)  # writable memory of the network's own

@@ -63,7 +63,9 @@ def sniff_format(path: PathLike) -> str:
     return "unknown"
 
 
-def _load_into(net: nn.Module, tensors: Dict[str, torch.Tensor], where: str) -> None:
+def _load_into(net: nn.Module, tensors: Dict[str, torch.Tensor], where: str, copy: bool = False) -> None:
+    """Check ``tensors`` against ``net``'s parameters and buffers and make them the module's own (float32).
+    ``copy``: the tensors are read-only views (official pickles' blobs), so each is copied."""
     own = dict(net.named_parameters())
     own.update(dict(net.named_buffers()))
     missing = sorted(set(own) - set(tensors))
@@ -84,16 +86,19 @@ def _load_into(net: nn.Module, tensors: Dict[str, torch.Tensor], where: str) -> 
             raise NetworkFormatError(f"{where}: {name} holds {t.dtype} values, expected floating point")
         if t.dtype != torch.float32:
             tensors[name] = t.to(torch.float32)
+        elif copy:
+            tensors[name] = t.clone()
     net.load_state_dict(tensors, strict=True, assign=True)
 
 
-def _build(arch: str, config: Dict[str, Any], tensors: Dict[str, torch.Tensor], where: str) -> nn.Module:
+def _build(arch: str, config: Dict[str, Any], tensors: Dict[str, torch.Tensor], where: str,
+           copy: bool = False) -> nn.Module:
     try:
         with skip_init():
             net = build_network(arch, config)
     except Exception as e:  # an untrusted config: whatever goes wrong is a format problem of the file
         raise NetworkFormatError(f"{where}: cannot build network from its config ({type(e).__name__}: {e})") from None
-    _load_into(net, tensors, where)
+    _load_into(net, tensors, where, copy=copy)
     # assign=True keeps the loaded tensors themselves; make the parameters look like freshly built ones
     for p in net.parameters():
         p.requires_grad_(True)
@@ -140,7 +145,7 @@ def _official_to_bundle(path: PathLike, which: Which) -> NetworkBundle:
             tensors = rec.named_tensors()
         except NetworkFormatError as e:
             raise NetworkFormatError(f"{where}: {e}") from None
-        bundle.networks[key] = _build(arch, cfg, tensors, where)
+        bundle.networks[key] = _build(arch, cfg, tensors, where, copy=True)  # tensors view the file's bytes
     bundle.extra["training_set_kwargs"] = data.training_set_kwargs
     aug = data.modules.get("augment_pipe")
     if aug is not None:

@@ -14,10 +14,12 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import io
+import mmap
 import os
 import pickle
 import re
 import struct
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -210,21 +212,39 @@ class _BlobUnpickler(_SafeUnpicklerBase):
 _BLOB_MAGIC = 0x1950A86A20F9469CFC6C
 
 
+def _read_blob_header(f: io.BytesIO):
+    if _BlobUnpickler(f).load() != _BLOB_MAGIC:
+        raise NetworkFormatError("tensor blob has a bad magic number")
+    if _BlobUnpickler(f).load() != 1001:
+        raise NetworkFormatError("tensor blob has an unsupported protocol")
+    sys_info = _BlobUnpickler(f).load()
+    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
+        raise NetworkFormatError("big-endian tensor blobs are not supported")
+    return _BlobUnpickler(f).load(), _BlobUnpickler(f).load()
+
+
+# A blob's header (five small pickles) is parsed from at most this many of its first bytes.
+_BLOB_HEADER_MAX = 1 << 16
+
+
 def _load_from_bytes(b):
-    """Decode one legacy (non-zip) ``torch.save`` stream holding a single storage, without torch.load."""
-    if not isinstance(b, (bytes, bytearray)):
+    """Decode one legacy (non-zip) ``torch.save`` stream holding a single storage, without torch.load.
+
+    ``b`` is the blob (bytes, or a read-only view of the file's bytes for large blobs); the storage returned
+    views ``b``'s data without copying it."""
+    if not isinstance(b, (bytes, memoryview)):
         raise NetworkFormatError("tensor blob is not bytes")
-    f = io.BytesIO(b)
+    if isinstance(b, memoryview) and (b.ndim != 1 or b.itemsize != 1):
+        raise NetworkFormatError("tensor blob is not bytes")
     try:
-        if _BlobUnpickler(f).load() != _BLOB_MAGIC:
-            raise NetworkFormatError("tensor blob has a bad magic number")
-        if _BlobUnpickler(f).load() != 1001:
-            raise NetworkFormatError("tensor blob has an unsupported protocol")
-        sys_info = _BlobUnpickler(f).load()
-        if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
-            raise NetworkFormatError("big-endian tensor blobs are not supported")
-        obj = _BlobUnpickler(f).load()
-        keys = _BlobUnpickler(f).load()
+        try:
+            f = io.BytesIO(b if isinstance(b, bytes) else bytes(b[:_BLOB_HEADER_MAX]))
+            obj, keys = _read_blob_header(f)
+        except EOFError:  # (only a header longer than _BLOB_HEADER_MAX gets here)
+            if isinstance(b, bytes) or len(b) <= _BLOB_HEADER_MAX:
+                raise
+            f = io.BytesIO(bytes(b))
+            obj, keys = _read_blob_header(f)
     except (NetworkFormatError, UnsafePickleError):
         raise
     except Exception as e:
@@ -234,20 +254,23 @@ def _load_from_bytes(b):
     if not isinstance(keys, list) or len(keys) != 1:
         raise NetworkFormatError("tensor blob must hold exactly one storage")
     _, type_name, _key, numel = obj
-    head = f.read(8)
-    if len(head) != 8:
+    start = f.tell() + 8
+    if start > len(b):
         raise NetworkFormatError("tensor blob is truncated")
-    (count,) = struct.unpack("<q", head)
+    (count,) = struct.unpack("<q", b[start - 8: start])
     if count != numel or count < 0:
         raise NetworkFormatError("tensor blob element count does not match its header")
     dtype = _STORAGE_DTYPES[type_name]
     nbytes = count * torch.empty(0, dtype=dtype).element_size()
-    if nbytes > len(b) - f.tell():
+    if nbytes > len(b) - start:
         raise NetworkFormatError("tensor blob is truncated")
-    raw = bytearray(f.read(nbytes))  # a private, writable, fixed-size buffer
     if not count:
         return torch.zeros(0, dtype=dtype)
-    return torch.frombuffer(raw, dtype=dtype)
+    # A view of the blob's bytes, not a copy: read-only (the loader copies what it keeps, see
+    # checkpoint._load_into), and alive for as long as the tensor is.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "the given buffer is not writable"
+        return torch.frombuffer(b, dtype=dtype, count=count, offset=start)
 
 
 _NUMERIC_KINDS = set("biuf?c")
@@ -306,46 +329,58 @@ ALLOWED_GLOBALS = {
 }
 
 
-class _BoundedReader:
-    """File wrapper whose reads never ask for more than the file holds (a hostile length field cannot make
-    the unpickler allocate gigabytes)."""
+class _FileBuffer:
+    """The file's bytes for the unpickler: memory-mapped when it is a real file (large tensor blobs then become
+    views of the page cache, read only where a kept tensor is copied out: the unused networks of a snapshot
+    cost nothing), else read whole. Reads go through C methods (``mmap.read`` / ``BytesIO.read``) and never
+    return more than the file holds, so a hostile length field cannot make the unpickler allocate more than
+    the file's size."""
 
     def __init__(self, f):
-        self._f = f
+        data = None
         try:
-            pos = f.tell()
-            self._left = os.fstat(f.fileno()).st_size - pos
-        except (AttributeError, OSError, io.UnsupportedOperation):
-            cur = f.tell()
-            f.seek(0, io.SEEK_END)
-            self._left = f.tell() - cur
-            f.seek(cur)
-
-    def read(self, n=-1):
-        n = self._left if n is None or n < 0 else min(n, self._left)
-        b = self._f.read(n)
-        self._left -= len(b)
-        return b
-
-    def readinto(self, buf):
-        mv = memoryview(buf)[: self._left]
-        k = self._f.readinto(mv)
-        self._left -= k
-        return k
+            fd = f.fileno()
+            if os.fstat(fd).st_size > 0:
+                data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                data.seek(f.tell())
+        except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+            data = None
+        if data is None:
+            data = f.read()
+            if not isinstance(data, bytes):
+                raise NetworkFormatError("network pickles must be opened in binary mode")
+            src = io.BytesIO(data)  # shares the bytes object's buffer
+        else:
+            src = data
+        self.view = memoryview(data)
+        self.read, self.tell, self.seek, self._readline = src.read, src.tell, src.seek, src.readline
 
     def readline(self):
-        line = self._f.readline(self._left)
-        self._left -= len(line)
+        line = self._readline()
         if not line.endswith(b"\n"):  # text opcodes always end in a newline: this is a truncated file
             raise EOFError("truncated text opcode")
         return line
+
+    def take_view(self, n: int) -> memoryview:
+        """The next ``n`` bytes (fewer at the end of the file) as a view, advancing past them."""
+        pos = self.tell()
+        view = self.view[pos: pos + n]
+        self.seek(pos + len(view))
+        return view
+
+
+# BINBYTES payloads at least this long (tensor blobs) are handed on as views of the file, not copies.
+VIEW_MIN_BYTES = 1 << 16
 
 
 class RestrictedUnpickler(_SafeUnpicklerBase):
     """Unpickler that resolves only :data:`ALLOWED_GLOBALS` and refuses everything else."""
 
+    dispatch = dict(_SafeUnpicklerBase.dispatch)
+
     def __init__(self, f):
-        super().__init__(_BoundedReader(f))
+        self._buffer = _FileBuffer(f)
+        super().__init__(self._buffer)
 
     def resolve(self, module, name):
         fn = ALLOWED_GLOBALS.get((module, name))
@@ -356,6 +391,23 @@ class RestrictedUnpickler(_SafeUnpicklerBase):
 
     def persistent_load(self, pid):
         raise NetworkFormatError("unexpected persistent id in a network pickle")
+
+    def _bytes_payload(self, n: int) -> None:
+        if n >= VIEW_MIN_BYTES and not self._unframer.current_frame:
+            self.append(self._buffer.take_view(n))
+        else:
+            self.append(self.read(n))
+
+    def load_binbytes(self):
+        (n,) = struct.unpack("<I", self.read(4))
+        self._bytes_payload(n)
+
+    def load_binbytes8(self):
+        (n,) = struct.unpack("<Q", self.read(8))
+        self._bytes_payload(n)
+
+    dispatch[pickle.BINBYTES[0]] = load_binbytes
+    dispatch[pickle.BINBYTES8[0]] = load_binbytes8
 
 
 def _plain(x, depth: int = 0, seen=None):
@@ -375,6 +427,8 @@ def _plain(x, depth: int = 0, seen=None):
         return [_plain(v, depth + 1, seen) for v in x]
     if isinstance(x, np.generic):
         return x.item()
+    if isinstance(x, memoryview):  # a long bytes value, handed on as a view of the file
+        return bytes(x)
     if isinstance(x, (set, frozenset)):
         return sorted((_plain(v, depth + 1, seen) for v in x), key=repr)
     if isinstance(x, torch.Tensor):
