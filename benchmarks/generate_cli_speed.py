@@ -48,7 +48,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", choices=sorted(CASES))
     ap.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "styleforge-bench"))
-    ap.add_argument("--batch-size", default="1")
+    ap.add_argument("--batch-size", default=None, help="pass --batch-size to generate.py (default: its own, 8)")
     a = ap.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -67,9 +67,9 @@ def main():
         times = []
         for _ in range(a.runs):
             t = time.perf_counter()
+            extra = ["--batch-size", a.batch_size] if a.batch_size else []
             subprocess.run([sys.executable, str(ROOT / "scripts" / "generate.py"), "--network", str(pkl), "--seeds", seeds,
-                            "--outdir", str(work / f"out-{name}"), "--batch-size", a.batch_size],
-                           check=True, capture_output=True)
+                            "--outdir", str(work / f"out-{name}")] + extra, check=True, capture_output=True)
             times.append(time.perf_counter() - t)
         print(f"{name}: seeds {seeds}: whole command min {min(times):.2f} s, median {statistics.median(times):.2f} s "
               f"(import+load of the pickle alone: {float(load.stdout.strip()):.2f} s)")

@@ -216,3 +216,37 @@ def test_outputs_get_normal_file_permissions(net, tmp_path):
     finally:
         os.umask(old)
         fileio._FILE_MODE = None
+
+
+def test_latents_do_not_depend_on_the_batch_size(net, tmp_path):
+    """Every seed is mapped on its own (as the official script maps it), whatever --batch-size is."""
+    ws = {}
+    for bs in ("1", "3", None):
+        out = tmp_path / f"b{bs}"
+        args = ["--network", net, "--seeds", "0-6", "--trunc", "0.7", "--outdir", out] + (["--batch-size", bs] if bs else [])
+        assert run(args).exit_code == 0
+        with np.load(out / "ws.npz") as d:
+            ws[bs] = d["w"]
+    assert np.array_equal(ws["1"], ws["3"]) and np.array_equal(ws["1"], ws[None])
+
+
+def test_a_failed_background_write_stops_the_run_with_one_line(net, tmp_path, monkeypatch):
+    """PNGs are written by a background thread; its failure reaches the user as the usual one-line error."""
+    import styleforge.generate as gen
+    from styleforge.errors import StyleforgeError
+
+    real = gen.save_image
+    written = []
+
+    def flaky(img, path):
+        if len(written) == 2:
+            raise StyleforgeError(f"{path}: cannot write image (disk full); check free disk space")
+        written.append(path)
+        return real(img, path)
+
+    monkeypatch.setattr(gen, "save_image", flaky)
+    out = tmp_path / "out"
+    r = run(["--network", net, "--seeds", "0-20", "--batch-size", "2", "--outdir", out])
+    one_line_error(r, "disk full", "seed0002.png")
+    assert not (out / "generate.json").exists()  # the run stopped
+    assert not any(n.endswith(".tmp") for n in os.listdir(out))

@@ -236,13 +236,12 @@ def generate_images(
     images = {}
     ws_rows = {}
     bar = tqdm(total=len(todo), unit="img", desc="generate", disable=not progress)
-    with torch.no_grad(), BackgroundWriter() as writer:
+    with bar, torch.no_grad(), BackgroundWriter() as writer:  # (the bar ends its line before any error message)
         for b in range(0, len(todo), batch_size):
             chunk = todo[b: b + batch_size]
             if noise_mode == "random":
                 torch.manual_seed(chunk[0][2])
             if has_w:
-                # mapping per chunk, as the official script maps each seed on its own (bit-exact at batch 1)
                 wb = latents([k for _, _, k in chunk])
                 img = G.synthesis(wb, noise_mode=noise_mode, fp16=fp16)
                 for (i, _, _), w in zip(chunk, wb.cpu()):
@@ -263,7 +262,6 @@ def generate_images(
                 part = skipped_idx[i0: i0 + 256]
                 for i, w in zip(part, latents([items[i][1] for i in part]).cpu()):
                     ws_rows[i] = w
-    bar.close()
     ws = torch.stack([ws_rows[i] for i in range(len(items))]) if has_w and items else None
 
     suffix = "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"
