@@ -230,11 +230,15 @@ def test_latents_do_not_depend_on_the_batch_size(net, tmp_path):
     assert np.array_equal(ws["1"], ws["3"]) and np.array_equal(ws["1"], ws[None])
 
 
-def test_a_failed_background_write_stops_the_run_with_one_line(net, tmp_path, monkeypatch):
-    """PNGs are written by a background thread; its failure reaches the user as the usual one-line error."""
+@pytest.mark.parametrize("threaded", [True, False])
+def test_a_failed_write_stops_the_run_with_one_line(net, tmp_path, monkeypatch, threaded):
+    """PNGs are written by a background thread on GPUs (forced here on the CPU), inline on the CPU; a failed
+    write reaches the user as the usual one-line error either way."""
     import styleforge.generate as gen
     from styleforge.errors import StyleforgeError
 
+    writer = gen.BackgroundWriter
+    monkeypatch.setattr(gen, "BackgroundWriter", lambda enabled: writer(enabled=threaded))
     real = gen.save_image
     written = []
 
