@@ -179,7 +179,8 @@ def generate_images(
 ) -> GenerateResult:
     """Generate images for ``seeds`` (or for the latents in ``projected_w``) and write them to ``outdir``.
 
-    ``batch_size``: images per synthesis call (None: :data:`AUTO_BATCH`). Results do not depend on it beyond
+    ``batch_size``: images per synthesis call (None: :data:`AUTO_BATCH`, or 1 with ``fp16`` so that the
+    official generate.py's fp16 PNGs are reproduced bit for bit). Results do not depend on it beyond
     float rounding: every seed is still mapped on its own, as the official script maps it, so ``ws.npz`` is
     the same for every batch size. ``tune_allocator``: on CPU, call
     :func:`~styleforge.utils.perf.tune_cpu_allocator` first (process-wide; the CLI turns it on).
@@ -191,8 +192,8 @@ def generate_images(
 
     if noise_mode not in ("const", "random", "none"):
         raise StyleforgeError(f"--noise-mode {noise_mode!r}: use const, random or none")
-    if batch_size is None:
-        batch_size = AUTO_BATCH
+    if batch_size is None:  # fp16: one seed at a time, as official generate.py runs (its fp16 roundings differ per batch)
+        batch_size = 1 if fp16 else AUTO_BATCH
     if batch_size < 1:
         raise StyleforgeError("--batch-size must be at least 1")
     if projected_w is None and not seeds:
