@@ -223,7 +223,8 @@ def test_latents_do_not_depend_on_the_batch_size(net, tmp_path):
     ws = {}
     for bs in ("1", "3", None):
         out = tmp_path / f"b{bs}"
-        args = ["--network", net, "--seeds", "0-6", "--trunc", "0.7", "--outdir", out] + (["--batch-size", bs] if bs else [])
+        args = ["--network", net, "--seeds", "0-6", "--trunc", "0.7", "--outdir", out]
+        args += ["--batch-size", bs] if bs else []
         assert run(args).exit_code == 0
         with np.load(out / "ws.npz") as d:
             ws[bs] = d["w"]

@@ -192,7 +192,7 @@ def generate_images(
 
     if noise_mode not in ("const", "random", "none"):
         raise StyleforgeError(f"--noise-mode {noise_mode!r}: use const, random or none")
-    if batch_size is None:  # fp16: one seed at a time, as official generate.py runs (its fp16 roundings differ per batch)
+    if batch_size is None:  # fp16: seed by seed, as official generate.py (its fp16 roundings depend on the batch)
         batch_size = 1 if fp16 else AUTO_BATCH
     if batch_size < 1:
         raise StyleforgeError("--batch-size must be at least 1")
@@ -247,7 +247,8 @@ def generate_images(
     images = {}
     ws_rows = {}
     bar = tqdm(total=len(todo), unit="img", desc="generate", disable=not progress)
-    with bar, torch.no_grad(), BackgroundWriter(enabled=dev.type != "cpu") as writer:  # (the bar ends its line before any error message)
+    # (closing the bar first ends its line, so that an error message starts on a line of its own)
+    with bar, torch.no_grad(), BackgroundWriter(enabled=dev.type != "cpu") as writer:
         for b in range(0, len(todo), batch_size):
             chunk = todo[b: b + batch_size]
             if noise_mode == "random":
