@@ -628,6 +628,9 @@ def test_blob_views_of_the_file_are_never_kept(tiny_pickle, tmp_path, monkeypatc
     from_memory = read_official_pickle(io.BytesIO(tiny_pickle)).modules["G_ema"].named_tensors()
     assert from_file.keys() == from_memory.keys()
     assert all(torch.equal(from_file[k], from_memory[k]) for k in from_file)
+    for t in list(from_file.values()) + list(from_memory.values()):
+        t.add_(1)  # writable (copy-on-write pages of the mapping): never the file, never a crash
+    assert path.read_bytes() == tiny_pickle
     del from_file
     bundle = load_networks(path)
     before = {key: {k: t.clone() for k, t in _tensors(net).items()} for key, net in bundle.networks.items()}
@@ -640,3 +643,27 @@ def test_blob_views_of_the_file_are_never_kept(tiny_pickle, tmp_path, monkeypatc
                 assert torch.equal(t, before[key][k]), (key, k)
                 with torch.no_grad():
                     t.add_(1)  # writable memory of the network's own
+
+
+def test_a_large_bytes_value_shared_by_many_settings_is_refused(nets, tmp_path):
+    """A >= 64 KiB bytes value arrives as a view of the file; settings referring to it many times must not
+    turn into many copies (a 2 MB file could otherwise ask for tens of GB): it is refused with one line."""
+    G, D, G_ema = nets["skip16"]
+    path = write_official_pickle(tmp_path / "shared.pkl", G=G, D=D, G_ema=G_ema,
+                                 training_set_kwargs={"class_name": "x", "blob": [bytes(70000)] * 300})
+    assert path.stat().st_size < 2_000_000
+    err = _expect_format_error(path)
+    assert "binary value" in str(err)
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
+def test_a_failed_load_unmaps_the_file(tiny_pickle, tmp_path, monkeypatch):
+    """After an error the file is no longer mapped (on Windows a mapped file could not be replaced by a fresh
+    download in the same process)."""
+    from styleforge.networks import official
+
+    monkeypatch.setattr(official, "VIEW_MIN_BYTES", 1)  # every BINBYTES payload a view of the mapping
+    path = tmp_path / "unmapped.pkl"
+    path.write_bytes(tiny_pickle[: len(tiny_pickle) - 40])
+    _expect_format_error(path)
+    assert str(path) not in Path("/proc/self/maps").read_text()

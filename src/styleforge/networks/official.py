@@ -19,7 +19,6 @@ import os
 import pickle
 import re
 import struct
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
@@ -223,28 +222,20 @@ def _read_blob_header(f: io.BytesIO):
     return _BlobUnpickler(f).load(), _BlobUnpickler(f).load()
 
 
-# A blob's header (five small pickles) is parsed from at most this many of its first bytes.
+# A blob's header (five small pickles, ~200 bytes in real files) must fit in this many of its first bytes.
 _BLOB_HEADER_MAX = 1 << 16
 
 
 def _load_from_bytes(b):
     """Decode one legacy (non-zip) ``torch.save`` stream holding a single storage, without torch.load.
 
-    ``b`` is the blob (bytes, or a read-only view of the file's bytes for large blobs); the storage returned
-    views ``b``'s data without copying it."""
+    ``b`` is the blob: bytes (small blobs; the storage gets its own copy), or for large blobs a copy-on-write
+    view of the memory-mapped file, which the storage returned views without copying (see :class:`_FileBuffer`)."""
     if not isinstance(b, (bytes, memoryview)):
         raise NetworkFormatError("tensor blob is not bytes")
-    if isinstance(b, memoryview) and (b.ndim != 1 or b.itemsize != 1):
-        raise NetworkFormatError("tensor blob is not bytes")
     try:
-        try:
-            f = io.BytesIO(b if isinstance(b, bytes) else bytes(b[:_BLOB_HEADER_MAX]))
-            obj, keys = _read_blob_header(f)
-        except EOFError:  # (only a header longer than _BLOB_HEADER_MAX gets here)
-            if isinstance(b, bytes) or len(b) <= _BLOB_HEADER_MAX:
-                raise
-            f = io.BytesIO(bytes(b))
-            obj, keys = _read_blob_header(f)
+        f = io.BytesIO(b if isinstance(b, bytes) else bytes(b[:_BLOB_HEADER_MAX]))
+        obj, keys = _read_blob_header(f)
     except (NetworkFormatError, UnsafePickleError):
         raise
     except Exception as e:
@@ -266,11 +257,9 @@ def _load_from_bytes(b):
         raise NetworkFormatError("tensor blob is truncated")
     if not count:
         return torch.zeros(0, dtype=dtype)
-    # A view of the blob's bytes, not a copy: read-only (the loader copies what it keeps, see
-    # checkpoint._load_into), and alive for as long as the tensor is.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "the given buffer is not writable"
-        return torch.frombuffer(b, dtype=dtype, count=count, offset=start)
+    if isinstance(b, bytes):  # a small blob, read as bytes: its own writable copy
+        return torch.frombuffer(bytearray(b[start: start + nbytes]), dtype=dtype)
+    return torch.frombuffer(b, dtype=dtype, count=count, offset=start)  # a view, alive as long as the tensor
 
 
 _NUMERIC_KINDS = set("biuf?c")
@@ -330,28 +319,33 @@ ALLOWED_GLOBALS = {
 
 
 class _FileBuffer:
-    """The file's bytes for the unpickler: memory-mapped when it is a real file (large tensor blobs then become
-    views of the page cache, read only where a kept tensor is copied out: the unused networks of a snapshot
-    cost nothing), else read whole. Reads go through C methods (``mmap.read`` / ``BytesIO.read``) and never
+    """The file's bytes for the unpickler.
+
+    A real file is memory-mapped copy-on-write: large tensor blobs become views of the page cache, read only
+    where a kept tensor is copied out (the unused networks of a snapshot cost nothing), and writing to such a
+    tensor changes private pages, never the file. Other file objects are read whole into a bytearray (so that
+    their tensors are writable too). Reads go through C methods (``mmap.read`` / ``BytesIO.read``) and never
     return more than the file holds, so a hostile length field cannot make the unpickler allocate more than
-    the file's size."""
+    the file's size. (A file truncated in place by another process *while* it is mapped makes the kernel
+    raise SIGBUS on the missing pages; replacing it by rename, as every styleforge writer does, is safe.)"""
 
     def __init__(self, f):
-        data = None
+        self._mm = None
         try:
             fd = f.fileno()
             if os.fstat(fd).st_size > 0:
-                data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-                data.seek(f.tell())
+                self._mm = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+                self._mm.seek(f.tell())
         except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-            data = None
-        if data is None:
-            data = f.read()
-            if not isinstance(data, bytes):
-                raise NetworkFormatError("network pickles must be opened in binary mode")
-            src = io.BytesIO(data)  # shares the bytes object's buffer
+            self.close()
+        if self._mm is not None:
+            data, src = self._mm, self._mm
         else:
-            src = data
+            raw = f.read()
+            if not isinstance(raw, (bytes, bytearray)):
+                raise NetworkFormatError("network pickles must be opened in binary mode")
+            data = bytearray(raw)
+            src = io.BytesIO(raw)
         self.view = memoryview(data)
         self.read, self.tell, self.seek, self._readline = src.read, src.tell, src.seek, src.readline
 
@@ -367,6 +361,22 @@ class _FileBuffer:
         view = self.view[pos: pos + n]
         self.seek(pos + len(view))
         return view
+
+    def close(self) -> None:
+        """Unmap the file now if nothing views it any more (else it goes when the last view does)."""
+        view, self.view = getattr(self, "view", None), None
+        if view is not None:
+            try:
+                view.release()
+            except BufferError:  # (slices of it are still alive)
+                pass
+        if self._mm is not None:
+            try:
+                self._mm.close()
+            except BufferError:
+                pass
+            else:
+                self._mm = None
 
 
 # BINBYTES payloads at least this long (tensor blobs) are handed on as views of the file, not copies.
@@ -391,6 +401,14 @@ class RestrictedUnpickler(_SafeUnpicklerBase):
 
     def persistent_load(self, pid):
         raise NetworkFormatError("unexpected persistent id in a network pickle")
+
+    def release(self) -> None:
+        """Drop everything the parse made so far and unmap the file (after a failed load)."""
+        for stack in [getattr(self, "stack", [])] + list(getattr(self, "metastack", [])):
+            stack.clear()  # (in place: the unpickler's bound ``append`` still holds the current stack)
+        getattr(self, "metastack", []).clear()
+        self.memo.clear()
+        self._buffer.close()
 
     def _bytes_payload(self, n: int) -> None:
         if n >= VIEW_MIN_BYTES and not self._unframer.current_frame:
@@ -427,8 +445,8 @@ def _plain(x, depth: int = 0, seen=None):
         return [_plain(v, depth + 1, seen) for v in x]
     if isinstance(x, np.generic):
         return x.item()
-    if isinstance(x, memoryview):  # a long bytes value, handed on as a view of the file
-        return bytes(x)
+    if isinstance(x, memoryview):  # a bytes value of >= VIEW_MIN_BYTES: no network setting is one
+        raise NetworkFormatError(f"settings hold a {x.nbytes}-byte binary value; this is not a network pickle")
     if isinstance(x, (set, frozenset)):
         return sorted((_plain(v, depth + 1, seen) for v in x), key=repr)
     if isinstance(x, torch.Tensor):
@@ -450,18 +468,26 @@ class OfficialPickle:
 
 def read_official_pickle(f, name: str = "network pickle") -> OfficialPickle:
     """Decode an official pickle from a binary file object. Raises NetworkFormatError/UnsafePickleError."""
+    unpickler = RestrictedUnpickler(f)
+    error: Optional[Exception] = None
     try:
-        data = RestrictedUnpickler(f).load()
+        data = unpickler.load()
     except (NetworkFormatError, UnsafePickleError) as e:
-        raise type(e)(f"{name}: {e}") from None
+        error = type(e)(f"{name}: {e}")
     except EOFError:
-        raise NetworkFormatError(f"{name}: the file ends early (truncated download?); re-download it") from None
+        error = NetworkFormatError(f"{name}: the file ends early (truncated download?); re-download it")
     except RecursionError:
-        raise NetworkFormatError(f"{name}: pickle nesting is too deep; this is not a network pickle") from None
+        error = NetworkFormatError(f"{name}: pickle nesting is too deep; this is not a network pickle")
     except MemoryError:
-        raise NetworkFormatError(f"{name}: pickle asks for more memory than available; the file is corrupt") from None
+        error = NetworkFormatError(f"{name}: pickle asks for more memory than available; the file is corrupt")
     except Exception as e:  # any other decoding failure of untrusted bytes is a format error, never a crash
-        raise NetworkFormatError(f"{name}: not a readable network pickle ({type(e).__name__}: {one_line(e, 120)})") from None
+        error = NetworkFormatError(f"{name}: not a readable network pickle ({type(e).__name__}: {one_line(e, 120)})")
+    if error is not None:
+        # raised here, outside the except blocks: the failed parse (its traceback, frames and views of the
+        # file) is not chained to the error, so it is freed now and the file unmapped (Windows could not
+        # replace a mapped file, e.g. with a fresh download)
+        unpickler.release()
+        raise error
     if not isinstance(data, dict):
         raise NetworkFormatError(f"{name}: pickle holds a {type(data).__name__}, not a network dict (G, D, G_ema)")
     out = OfficialPickle()
