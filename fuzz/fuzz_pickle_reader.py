@@ -526,13 +526,17 @@ class Mutator:
         choice = r.randrange(7)
         if choice == 0 and b"torch\n" in blob:  # storage type swap
             a = blob.index(b"torch\n") + 6
-            z = blob.index(b"\n", a)
+            z = blob.find(b"\n", a)
+            if z < 0:  # (an earlier mutation cut the name's newline)
+                return None
             new = r.choice(STORAGE_NAMES).encode()
             blob[a:z] = new
             what = f"storage->{new.decode()}"
         elif choice == 1 and b"ctorch\n" in blob:  # storage global -> another module
             a = blob.index(b"ctorch\n")
-            z = blob.index(b"\n", a + 7) + 1
+            z = blob.find(b"\n", a + 7) + 1
+            if z == 0:
+                return None
             mod, name = r.choice(HOSTILE_NAMES)
             blob[a:z] = f"c{mod}\n{name}\n".encode()
             what = f"blob-global->{mod}.{name}"

@@ -255,3 +255,43 @@ def test_a_failed_write_stops_the_run_with_one_line(net, tmp_path, monkeypatch, 
     one_line_error(r, "disk full", "seed0002.png")
     assert not (out / "generate.json").exists()  # the run stopped
     assert not any(n.endswith(".tmp") for n in os.listdir(out))
+
+
+def test_out_of_memory_is_one_line_and_other_errors_are_not_hidden(net, tmp_path, monkeypatch):
+    import styleforge.generate as gen
+
+    def oom(**kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(gen, "generate_images", oom)
+    r = run(["--network", net, "--seeds", "0-3", "--outdir", tmp_path / "o"])
+    one_line_error(r, "out of memory", "--batch-size")
+
+    def bug(**kwargs):
+        raise RuntimeError("shape mismatch in a layer")
+
+    monkeypatch.setattr(gen, "generate_images", bug)
+    r = run(["--network", net, "--seeds", "0-3", "--outdir", tmp_path / "o"])
+    assert isinstance(r.exception, RuntimeError)  # a real bug is not dressed up as a user error
+
+
+def test_background_writer_cancels_queued_writes_after_a_failure():
+    import time
+
+    from styleforge.generate import BackgroundWriter
+
+    done = []
+
+    def fail():
+        raise OSError("disk full")
+
+    def slow(i):
+        time.sleep(0.05)
+        done.append(i)
+
+    with pytest.raises(OSError, match="disk full"):
+        with BackgroundWriter(enabled=True) as w:
+            w.submit(fail)
+            for i in range(6):
+                w.submit(slow, i)
+    assert len(done) < 6  # the writes still queued were cancelled, not run one after another

@@ -99,9 +99,15 @@ def load_ws(path: Union[str, os.PathLike], num_ws: int, w_dim: int) -> np.ndarra
     return w
 
 
-# Default images per synthesis call. On CPU the low resolutions of a batch run together (reading the weights
-# dominates there): paper256 batch 8 is ~15 % faster per image than batch 1. On a GPU batches pay off anyway.
-AUTO_BATCH = 8
+def default_batch_size(device: torch.device, fp16: bool = False) -> int:
+    """Images per synthesis call when the user gives none. On CPU the low resolutions of a batch run together
+    (reading the weights dominates there): paper256 batch 8 is ~15 % faster per image than batch 1, for ~0.4 GB
+    more memory. GPUs gain from batches too; 4 keeps a 1024 px fp32 batch within ~2 GB (running out of memory
+    is a one-line error suggesting a smaller --batch-size). fp16: one seed at a time, as official generate.py
+    runs, because its fp16 roundings depend on the batch (so its PNGs are reproduced bit for bit)."""
+    if fp16:
+        return 1
+    return 8 if device.type == "cpu" else 4
 
 
 class BackgroundWriter:
@@ -139,12 +145,15 @@ class BackgroundWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        failed = exc_type is not None
         try:
-            if exc_type is None:
+            if not failed:
+                failed = True  # until every write has succeeded: a failure cancels the writes still queued
                 self.raise_errors(wait=True)
+                failed = False
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+                self._pool.shutdown(wait=True, cancel_futures=failed)
 
 
 @dataclass
@@ -179,8 +188,7 @@ def generate_images(
 ) -> GenerateResult:
     """Generate images for ``seeds`` (or for the latents in ``projected_w``) and write them to ``outdir``.
 
-    ``batch_size``: images per synthesis call (None: :data:`AUTO_BATCH`, or 1 with ``fp16`` so that the
-    official generate.py's fp16 PNGs are reproduced bit for bit). Results do not depend on it beyond
+    ``batch_size``: images per synthesis call (None: :func:`default_batch_size`). Results do not depend on it beyond
     float rounding: every seed is still mapped on its own, as the official script maps it, so ``ws.npz`` is
     the same for every batch size. ``tune_allocator``: on CPU, call
     :func:`~styleforge.utils.perf.tune_cpu_allocator` first (process-wide; the CLI turns it on).
@@ -192,13 +200,13 @@ def generate_images(
 
     if noise_mode not in ("const", "random", "none"):
         raise StyleforgeError(f"--noise-mode {noise_mode!r}: use const, random or none")
-    if batch_size is None:  # fp16: seed by seed, as official generate.py (its fp16 roundings depend on the batch)
-        batch_size = 1 if fp16 else AUTO_BATCH
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise StyleforgeError("--batch-size must be at least 1")
     if projected_w is None and not seeds:
         raise StyleforgeError("nothing to generate: pass --seeds (e.g. 0-7) or --projected-w FILE")
     dev = resolve_device(device)
+    if batch_size is None:
+        batch_size = default_batch_size(dev, fp16)
     if dev.type == "cpu" and tune_allocator:
         from .utils.perf import tune_cpu_allocator
 
@@ -247,7 +255,7 @@ def generate_images(
     images = {}
     ws_rows = {}
     bar = tqdm(total=len(todo), unit="img", desc="generate", disable=not progress)
-    # (closing the bar first ends its line, so that an error message starts on a line of its own)
+    # (the bar is closed, ending its line, before an error message is printed)
     with bar, torch.no_grad(), BackgroundWriter(enabled=dev.type != "cpu") as writer:
         for b in range(0, len(todo), batch_size):
             chunk = todo[b: b + batch_size]
@@ -265,15 +273,14 @@ def generate_images(
             for (i, path, _), a in zip(chunk, to_uint8(img)):
                 writer.submit(save_image, a, path)
                 res.files.append(path)
-                images[i] = a
+                if grid:
+                    images[i] = a
             writer.raise_errors()
             bar.update(len(chunk))
         skipped_idx = [i for i, (fname, _) in enumerate(items) if i not in ws_rows]
         if has_w and skipped_idx:  # latents of skipped images too, so ws.npz always covers the whole shard
-            for i0 in range(0, len(skipped_idx), 256):
-                part = skipped_idx[i0: i0 + 256]
-                for i, w in zip(part, latents([items[i][1] for i in part]).cpu()):
-                    ws_rows[i] = w
+            for i, w in zip(skipped_idx, latents([items[i][1] for i in skipped_idx]).cpu()):
+                ws_rows[i] = w
     ws = torch.stack([ws_rows[i] for i in range(len(items))]) if has_w and items else None
 
     suffix = "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"

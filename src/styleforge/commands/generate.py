@@ -21,7 +21,7 @@ from ..utils.cli import IntListParam, device_option, parse_shard, user_errors
 @click.option("--w", "w_file", type=click.Path(dir_okay=False), default=None, help="Alias of --projected-w.")
 @click.option("--outdir", type=click.Path(file_okay=False), required=True, help="Where to save the images.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per forward pass (default 8, with --fp16 1; results do not depend on it).")
+              help="Images per forward pass (default 8 on CPU, 4 on GPU, 1 with --fp16; results do not depend on it).")
 @device_option
 @click.option("--grid", is_flag=True, help="Also write grid.png with all images.")
 @click.option("--shard", default=None, metavar="i/n", help="Process shard i of n (default: from SLURM array vars).")

@@ -17,8 +17,17 @@ import click
 from ..errors import StyleforgeError
 
 
+def _out_of_memory(e: BaseException) -> bool:
+    """torch's out-of-memory errors (CUDA, MPS, the CPU allocator) and Python's MemoryError."""
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return True
+    msg = str(e)
+    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn StyleforgeError into ``error: <message>`` on stderr and exit code 1 (130 on Ctrl-C)."""
+    """Turn StyleforgeError into ``error: <message>`` on stderr and exit code 1 (130 on Ctrl-C); running out
+    of memory likewise, with the usual remedy."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -30,6 +39,13 @@ def user_errors(fn: Callable) -> Callable:
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+            if not _out_of_memory(e):
+                raise
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            click.echo(f"error: out of memory ({first}); use a smaller batch (--batch-size, --batch) or a device "
+                       "with more memory", err=True)
+            sys.exit(1)
 
     return wrapper
 
