@@ -223,7 +223,7 @@ def _read_blob_header(f: io.BytesIO):
 
 
 # A blob's header (five small pickles, ~200 bytes in real files) must fit in this many of its first bytes.
-_BLOB_HEADER_MAX = 1 << 16
+_BLOB_HEADER_MAX = 4096
 
 
 def _load_from_bytes(b):
