@@ -145,15 +145,16 @@ class BackgroundWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        failed = exc_type is not None
+        cancel = exc_type is not None  # after a failure, writes still queued are cancelled, not run
         try:
-            if not failed:
-                failed = True  # until every write has succeeded: a failure cancels the writes still queued
+            if not cancel:
                 self.raise_errors(wait=True)
-                failed = False
+        except BaseException:
+            cancel = True
+            raise
         finally:
             if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=failed)
+                self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
 @dataclass

@@ -65,7 +65,7 @@ def sniff_format(path: PathLike) -> str:
 
 def _load_into(net: nn.Module, tensors: Dict[str, torch.Tensor], where: str, copy: bool = False) -> None:
     """Check ``tensors`` against ``net``'s parameters and buffers and make them the module's own (float32).
-    ``copy``: the tensors are read-only views (official pickles' blobs), so each is copied."""
+    ``copy``: the tensors are views of a mapped file (official pickles' blobs), so each is copied."""
     own = dict(net.named_parameters())
     own.update(dict(net.named_buffers()))
     missing = sorted(set(own) - set(tensors))
