@@ -1,8 +1,15 @@
 """Official-format pickles: safe loading and pixel parity with the official code's outputs.
 
 The fixtures (../shared/fixtures/official, built by the official NVlabs writer with random weights) hold the
-official fp32 (force_fp32) and mixed-precision outputs. Bars: fp32 images and D logits within 1e-4 max abs;
-PNGs at most 1 level apart in at most 0.1 % of pixels; ``fp16=True`` reproduces the official fp16 path.
+official fp32 (force_fp32) and mixed-precision outputs, computed on an AMD EPYC. Bars: fp32 images and D logits
+within 1e-4 max abs; PNGs at most 1 level apart in at most 0.1 % of pixels; ``fp16=True`` follows the official
+fp16 path.
+
+Float kernels (MKL's sgemm, oneDNN's convolutions, and above all CPU fp16 arithmetic) round differently on
+different instruction sets, so the official code itself is not bit for bit across CPUs. Every tolerance below is
+set from the spread we measured across machines and says so next to its assert. Measured on the fixtures' EPYC
+(AVX2) and an Intel Xeon with AVX512-FP16/AMX (default, MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2,
+ATEN_CPU_CAPABILITY=avx2, oneDNN off, 1 and 2 threads).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from conftest import OFFICIAL, OFFICIAL_NAMES, official_pickle
 from styleforge.networks.checkpoint import convert_network, load_networks
 
 TOL = 1e-4
+# mapping outputs (|ws| <= 6.1): EPYC <= 1e-6; Xeon AVX512/AMX up to 5.1e-6 (a few ulps after 8 sgemm layers).
+WS_TOL = 2e-5
 
 
 @pytest.fixture(scope="module", params=OFFICIAL_NAMES)
@@ -47,17 +56,30 @@ def test_all_networks_load_with_official_configs(fixture):
     assert bundle.extra["training_set_kwargs"] == manifest["training_set_kwargs"]
 
 
-def test_mapping_matches_exactly(fixture):
+def test_mapping_matches_official(fixture):
     _, _, bundle, _, load = fixture
     G = bundle.networks["G_ema"]
     z, c = load("z.npy"), load("c.npy")
-    assert torch.equal(G.mapping.w_avg, load("w_avg.npy"))
+    assert torch.equal(G.mapping.w_avg, load("w_avg.npy"))  # a stored buffer: exact on every machine
     with torch.no_grad():
         for psi, f in [(1.0, "ws_psi1.0.npy"), (0.7, "ws_psi0.7.npy")]:
             ws = torch.cat([G.mapping(z[i: i + 1], c[i: i + 1], truncation_psi=psi) for i in range(len(z))])
-            assert (ws - load(f)).abs().max() <= 1e-6
+            assert (ws - load(f)).abs().max() <= WS_TOL  # cross-CPU spread: see WS_TOL
         ws = torch.cat([G.mapping(z[i: i + 1], c[i: i + 1], truncation_psi=0.7, truncation_cutoff=2) for i in range(len(z))])
-        assert (ws - load("ws_psi0.7_cutoff2.npy")).abs().max() <= 1e-6
+        assert (ws - load("ws_psi0.7_cutoff2.npy")).abs().max() <= WS_TOL
+
+
+def test_truncation_is_exact_given_ws(fixture):
+    """Truncation is one elementwise lerp, the same on every machine: applied to the official untruncated ws it
+    gives the official truncated ws bit for bit (measured identical on the EPYC and the Xeon)."""
+    _, _, bundle, _, load = fixture
+    w_avg, ws1 = load("w_avg.npy"), load("ws_psi1.0.npy")
+    for f, cutoff in [("ws_psi0.7.npy", None), ("ws_psi0.7_cutoff2.npy", 2)]:
+        ref = load(f)
+        ours = ws1.clone()
+        n = ours.shape[1] if cutoff is None else cutoff
+        ours[:, :n] = w_avg.lerp(ws1[:, :n], 0.7)
+        assert torch.equal(ours, ref)
 
 
 @pytest.mark.parametrize("psi", [1.0, 0.7])
@@ -98,13 +120,22 @@ def test_fp16_reproduces_official_mixed_precision(fixture):
         pytest.skip("fixture has no fp16 layers")
     G, D = bundle.networks["G_ema"], bundle.networks["D"]
     z, c = load("z.npy"), load("c.npy")
+    mixed, fp32 = load("img_mixed_psi1.0_const.npy"), load("img_fp32_psi1.0_const.npy")
+    drift = (mixed - fp32).abs()  # how far the official fp16 path is from its own fp32 path
     with torch.no_grad():
         img = _per_seed(G, z, c, fp16=True)
-        drift = (load("img_mixed_psi1.0_const.npy") - load("img_fp32_psi1.0_const.npy")).abs().max()
-        assert (img - load("img_mixed_psi1.0_const.npy")).abs().max() <= 1e-6  # same fp16 roundings
+        err = (img - mixed).abs()
+        # On the fixtures' EPYC our fp16 path gave the official fp16 outputs bit for bit. On a Xeon with
+        # AVX512-FP16 the CPU's fp16 kernels round elsewhere: max error 0.40-1.17x the official drift, mean
+        # error 0.72-0.83x the mean drift. Running fp32 instead gives mean 1.0x, unrelated fp16 roundings ~1.4x:
+        # the mean bound is what shows the official fp16 order is followed.
+        assert err.max() <= 1.5 * drift.max()
+        assert err.mean() <= 0.95 * drift.mean()
         batch = G(z, c, fp16=True)  # batched fp16: within the official code's own batch drift
-        assert (batch - load("img_mixed_psi1.0_const_batch8.npy")).abs().max() <= 3 * drift
-        assert (D(load("d_input_random.npy"), c, fp16=True) - load("d_logits_mixed_random.npy")).abs().max() <= TOL
+        assert (batch - load("img_mixed_psi1.0_const_batch8.npy")).abs().max() <= 3 * drift.max()
+        d_drift = (load("d_logits_mixed_random.npy") - load("d_logits_fp32_random.npy")).abs().max()
+        d_err = (D(load("d_input_random.npy"), c, fp16=True) - load("d_logits_mixed_random.npy")).abs().max()
+        assert d_err <= max(TOL, 1.5 * d_drift)  # measured 0.37-0.82x the official fp16 drift of D's logits
 
 
 def test_convert_round_trip_is_bit_identical(fixture, tmp_path):
@@ -145,14 +176,16 @@ def test_generate_cli_pngs_match_official_fp32(fixture, tmp_path, psi):
     assert mx <= 1 and frac <= 0.001, (mx, frac)
 
 
-@pytest.mark.parametrize("name,ref,extra", [
-    # fp32 pickle: official generate.py ran fp32, so our default fp32 path gives its PNGs
-    ("resnet_fp32_r64", "trunc1.0", []),
-    # fp16 pickles: official generate.py ran the fp16 layers; --fp16 reproduces that path
-    ("cifar_cond_r32", "trunc1.0_class3", ["--class", "3", "--fp16"]),
-    ("paper256_r128", "trunc0.7", ["--trunc", "0.7", "--fp16"]),
+@pytest.mark.parametrize("name,ref,extra,max_frac", [
+    # fp32 pickle: official generate.py ran fp32, so our default fp32 path gives its PNGs (measured: identical
+    # on EPYC and on the Xeon)
+    ("resnet_fp32_r64", "trunc1.0", [], 0.001),
+    # fp16 pickles: official generate.py ran the fp16 layers; --fp16 follows that path. Identical PNGs on the
+    # fixtures' EPYC; on a Xeon with AVX512-FP16 1 level apart in 2.0-2.4 % of pixels (CPU fp16 rounding)
+    ("cifar_cond_r32", "trunc1.0_class3", ["--class", "3", "--fp16"], 0.05),
+    ("paper256_r128", "trunc0.7", ["--trunc", "0.7", "--fp16"], 0.05),
 ])
-def test_pngs_match_official_generate_py(tmp_path, name, ref, extra):
+def test_pngs_match_official_generate_py(tmp_path, name, ref, extra, max_frac):
     from click.testing import CliRunner
 
     from styleforge.commands.generate import generate_cmd
@@ -162,4 +195,4 @@ def test_pngs_match_official_generate_py(tmp_path, name, ref, extra):
     r = CliRunner().invoke(generate_cmd, args)
     assert r.exit_code == 0, r.output
     mx, frac = _png_diff(tmp_path, OFFICIAL / name / "generate_py" / ref, range(8))
-    assert mx <= 1 and frac <= 0.001, (mx, frac)
+    assert mx <= 1 and frac <= max_frac, (mx, frac)

@@ -83,7 +83,7 @@ def channels_at(res: int, channel_base: int, channel_max: int) -> int:
 def _memory_format(device: torch.device, fp16: bool) -> torch.memory_format:
     """Channels-last on CPU in fp32: oneDNN's convolutions (dense, transposed and the depthwise FIR filter)
     run 1.5-3x faster in that layout. The fp16 comparison path keeps the official default layout so that
-    its rounding matches the official mixed-precision outputs bit for bit."""
+    its rounding matches the official mixed-precision outputs bit for bit on the same kind of CPU."""
     if device.type == "cpu" and not fp16:
         return torch.channels_last
     return torch.contiguous_format
