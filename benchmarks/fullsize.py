@@ -15,7 +15,9 @@ CONFIGS = {
 }
 
 
-def full_size_generator(name: str, seed: int = 0):
+def full_size_generator(name: str, seed: int = 0, **synthesis):
+    """``synthesis``: extra SynthesisConfig settings (e.g. ``num_fp16_res=4, conv_clamp=256`` as the official
+    configs, for the fp16 path)."""
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
@@ -25,5 +27,5 @@ def full_size_generator(name: str, seed: int = 0):
     torch.manual_seed(seed)
     return Generator(GeneratorConfig(
         img_resolution=res, mapping=MappingConfig(num_layers=8),
-        synthesis=SynthesisConfig(channel_base=base, channel_max=512),
+        synthesis=SynthesisConfig(channel_base=base, channel_max=512, **synthesis),
     )).eval().requires_grad_(False)

@@ -47,7 +47,7 @@ def _make_dataset(folder: Path, resolution: int) -> Path:
     return convert_dataset(src, folder / f"faces{resolution}.zip", resolution=resolution, progress=False).dest
 
 
-def run_case(name: str, runs: int, threads: int, p: float) -> dict:
+def run_case(name: str, runs: int, threads: int, p: float, device: str = "cpu", batch_override=None) -> dict:
     import resource
 
     import numpy as np
@@ -59,14 +59,16 @@ def run_case(name: str, runs: int, threads: int, p: float) -> dict:
 
     torch.set_num_threads(threads)
     cfg, res, batch = CASES[name]
+    batch = batch_override or batch
     with tempfile.TemporaryDirectory() as tmp:
         data = _make_dataset(Path(tmp), res)
         from styleforge.train.dataset import ImageDataset
 
         ds = ImageDataset(data)
         opts = resolve_options(data=str(data), dataset_name="faces", resolution=res, num_channels=3,
-                               num_images=len(ds), label_dim=0, cfg=cfg, batch=batch, aug="fixed", p=p, workers=0)
-        tr = Trainer(opts, DistInfo())
+                               num_images=len(ds), label_dim=0, cfg=cfg, batch=batch, aug="fixed", p=p, workers=0,
+                               device=device)
+        tr = Trainer(opts, DistInfo(device=torch.device(device)))
         timers = {"G_fwd": 0.0, "D_fwd": 0.0, "ADA": 0.0}
 
         def timed(key, fn):
@@ -82,6 +84,10 @@ def run_case(name: str, runs: int, threads: int, p: float) -> dict:
         tr.augment_pipe.forward = timed("ADA", tr.augment_pipe.forward)
         weight = {"Gmain": 1.0, "Greg": 1 / opts.G_reg_interval, "Dmain": 1.0, "Dreg": 1 / opts.D_reg_interval}
 
+        def sync():
+            if tr.device.type == "cuda":
+                torch.cuda.synchronize(tr.device)
+
         def one_run():
             for k in timers:
                 timers[k] = 0.0
@@ -90,11 +96,13 @@ def run_case(name: str, runs: int, threads: int, p: float) -> dict:
             z, c = tr._draw_latents()
             t_data = time.perf_counter() - t0
             out = {"data": t_data}
+            sync()
             split = {k: 0.0 for k in timers}
             for i, ph in enumerate(tr.phases):
                 before = dict(timers)
                 t0 = time.perf_counter()
                 tr._run_phase(ph, real_img, real_c, z[i], c[i])
+                sync()
                 out[ph.name] = time.perf_counter() - t0
                 for k in timers:
                     split[k] += (timers[k] - before[k]) * weight[ph.name]
@@ -102,6 +110,7 @@ def run_case(name: str, runs: int, threads: int, p: float) -> dict:
             with torch.no_grad():  # the G_ema update, as in Trainer.step
                 for pe, pg in zip(tr.G_ema.parameters(), tr.G.parameters()):
                     pe.copy_(pg.detach().lerp(pe, 0.999))
+            sync()
             out["ema"] = time.perf_counter() - t0
             step = out["data"] + out["ema"] + sum(out[k] * w for k, w in weight.items())
             out["step"] = step
@@ -143,16 +152,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--p", type=float, default=0.2, help="fixed augmentation probability while timing")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (timed with synchronisation)")
+    ap.add_argument("--batch", type=int, default=None, help="override the case's batch")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     if args.case:
-        print(json.dumps(run_case(args.case, args.runs, args.threads, args.p)))
+        print(json.dumps(run_case(args.case, args.runs, args.threads, args.p, args.device, args.batch)))
         return
     out = []
     for name in args.only or list(CASES):
         cmd = [sys.executable, __file__, "--case", name, "--runs", str(args.runs), "--threads", str(args.threads),
-               "--p", str(args.p)]
+               "--p", str(args.p), "--device", args.device] + (["--batch", str(args.batch)] if args.batch else [])
         t0 = time.time()
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
