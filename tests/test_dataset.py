@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import io
@@ -9,6 +10,7 @@ import json
 import pickle
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -482,3 +484,83 @@ def test_pil_fallback_matches_pyspng(tmp_path, monkeypatch):
     slow = [ImageDataset(tmp_path / "d.zip")[i][0] for i in range(6)]
     for a, b in zip(fast, slow):
         np.testing.assert_array_equal(a, b)
+
+
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that announces ``width`` x ``height`` (grayscale) but holds no pixel data: enough for a header scan."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_cli_refuses_absurd_or_untrainable_resolutions_up_front(tmp_path):
+    from click.testing import CliRunner
+
+    save(rgb_tile(0, 32), tmp_path / "src" / "a.png")
+    dest = tmp_path / "o.zip"
+    for value, needle in (("100", "not a power of two, which training needs; use 64 or 128"),
+                          ("2", "smaller than 4, "),
+                          ("100000", "larger than 8192, "),
+                          ("16384", "larger than 8192, ")):
+        r = CliRunner().invoke(_cli(), ["--source", str(tmp_path / "src"), "--dest", str(dest), "--resolution", value])
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        assert r.stderr.startswith(f"error: --resolution: {value} is {needle}"), r.stderr
+        assert r.stderr.count("\n") == 1  # refused before the scan's progress bar
+        assert not dest.exists() and leftovers(tmp_path) == []
+    # images larger than the bound, kept at their size: refused after the header scan, before any writing
+    _png_header_only(tmp_path / "huge" / "a.png", 9000, 9000)
+    r = CliRunner().invoke(_cli(), ["--source", str(tmp_path / "huge"), "--dest", str(dest)])
+    assert r.exit_code == 1 and "images are 9000x9000, larger than the 8192x8192" in r.stderr.splitlines()[-1]
+    assert not dest.exists() and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig,kind", [("SIGTERM", "zip"), ("SIGTERM", "folder"), ("SIGINT", "zip")])
+def test_signal_mid_run_removes_the_temp_output(tmp_path, sig, kind):
+    """A real dataset_tool process, signalled while it writes: its last source image is a FIFO that the test
+    feeds for the scan only, so the process is certainly still converting when the signal arrives."""
+    import os
+    import signal
+    import threading
+
+    src = tmp_path / "src"
+    for i in range(30):
+        save(rgb_tile(i, 32), src / f"{i:03d}.png")
+    fifo = src / "zzz.png"
+    os.mkfifo(fifo)
+    png = (src / "000.png").read_bytes()
+
+    def feed_once():  # the scan opens the FIFO once; the conversion then blocks on its second open
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as f:
+            f.write(png)
+
+    feeder = threading.Thread(target=feed_once, daemon=True)
+    feeder.start()
+    out = tmp_path / "out"
+    out.mkdir()
+    dest = out / ("d.zip" if kind == "zip" else "d")
+    p = subprocess.Popen([sys.executable, str(SCRIPT), "--source", str(src), "--dest", str(dest)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(1200):  # until the temp output exists (hang guard: 120 s)
+            if any(n.endswith(".tmp") for n in os.listdir(out)) or p.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert p.poll() is None, p.communicate()
+        p.send_signal(getattr(signal, sig))
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    name = "terminated (SIGTERM)" if sig == "SIGTERM" else "interrupted (Ctrl-C)"
+    assert p.returncode == (143 if sig == "SIGTERM" else 130), err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    assert lines[-1] == f"error: {name}; nothing was written to {dest}", err
+    assert "Traceback" not in err and sum("error" in ln.lower() for ln in lines) == 1
+    assert os.listdir(out) == []  # no hidden temp zip or folder, no partial dataset

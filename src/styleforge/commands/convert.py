@@ -29,10 +29,12 @@ def convert_cmd(src, dst, allow_download, only):
     """
     from ..networks.checkpoint import convert_network
     from ..utils.cache import resolve_file
+    from ..utils.fileio import cleanup_on_signals
 
     path = resolve_file(src, allow_download, what="network file")
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
-    bundle = convert_network(path, dst, only=names)
+    with cleanup_on_signals(f"nothing was written to {dst}"):
+        bundle = convert_network(path, dst, only=names)
     click.echo(f"wrote {', '.join(bundle.networks)} to {dst}")
 
 

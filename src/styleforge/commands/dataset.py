@@ -13,7 +13,8 @@ from ..utils.cli import user_errors
 @click.option("--dest", required=True, type=click.Path(), metavar="PATH",
               help="Output: a .zip file (uncompressed) or a new/empty folder.")
 @click.option("--resolution", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Output size NxN. Training needs a power of two (4, 8, ..., 1024). Default: keep the size.")
+              help="Output size NxN: a power of two from 4 to 8192 (training needs a power of two; the official "
+                   "models go up to 1024). Default: keep the size.")
 @click.option("--transform", type=click.Choice(["center-crop", "center-crop-wide"]), default=None,
               help="center-crop: largest centred square. center-crop-wide: full width on a black square canvas. "
                    "Needed for non-square images.")
@@ -31,11 +32,16 @@ def dataset_tool_cmd(source, dest, resolution, transform, grayscale, max_images,
       dataset_tool.py --source photos/ --dest photos256.zip --resolution 256 --transform center-crop
       dataset_tool.py --source afhq/train --dest afhq.zip        (cat/ dog/ wild/ subfolders -> labels 0, 1, 2)
       dataset_tool.py --source faces.zip --dest faces_gray/ --grayscale --max-images 1000
+
+    The output is written under a temporary name and renamed when complete: a failure, SIGTERM or Ctrl-C
+    removes it (exit codes 1, 143, 130).
     """
     from ..train.dataset import convert_dataset
+    from ..utils.fileio import cleanup_on_signals
 
-    res = convert_dataset(source, dest, resolution=resolution, transform=transform, grayscale=grayscale,
-                          max_images=max_images, resize_filter=resize_filter)
+    with cleanup_on_signals(f"nothing was written to {dest}"):
+        res = convert_dataset(source, dest, resolution=resolution, transform=transform, grayscale=grayscale,
+                              max_images=max_images, resize_filter=resize_filter)
     if res.class_names:
         names = ", ".join(res.class_names[:5]) + (", ..." if len(res.class_names) > 5 else "")
         labels = f"{res.label_dim} classes from folders ({names})"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,6 +228,7 @@ def save_networks(
     tensors_extra: Optional[Dict[str, torch.Tensor]] = None,
 ) -> Path:
     """Write ``networks`` (name -> module) to one safetensors checkpoint, atomically."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     tensors: Dict[str, torch.Tensor] = {}
@@ -246,8 +248,21 @@ def save_networks(
     }
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        try:
+            save_file(tensors, str(tmp), metadata=meta)
+        except SafetensorError as e:  # its I/O errors are not OSErrors: recover the errno, atomic_path reports it
+            raise _safetensors_os_error(e, tmp) from None
     return path
+
+
+def _safetensors_os_error(e: Exception, tmp: Path) -> OSError:
+    """safetensors (Rust) reports a failed write as ``SafetensorError('... No space left on device (os error
+    28)')``; turn it into the OSError it stands for, naming the file being written."""
+    m = re.search(r"os error (\d+)", str(e))
+    if m:
+        code = int(m.group(1))
+        return OSError(code, os.strerror(code), str(tmp))
+    return OSError(None, f"safetensors: {' '.join(str(e).split())}", str(tmp))
 
 
 def convert_network(src: PathLike, dst: PathLike, only: Optional[Sequence[str]] = None) -> NetworkBundle:

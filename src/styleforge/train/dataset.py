@@ -33,7 +33,7 @@ import torch.utils.data
 from tqdm import tqdm
 
 from ..errors import StyleforgeError
-from ..utils.fileio import atomic_path
+from ..utils.fileio import atomic_path, output_error
 
 try:  # optional fast PNG decoder, as used by the official reader
     import pyspng
@@ -45,6 +45,11 @@ PathLike = Union[str, os.PathLike]
 TRANSFORMS = ("center-crop", "center-crop-wide")
 RESIZE_FILTERS = {"box": PIL.Image.BOX, "lanczos": PIL.Image.LANCZOS}
 DATASET_JSON = "dataset.json"
+# Largest output side. StyleGAN2-ADA's largest configs are 1024 px, datasets of 2048/4096 px exist, and 8192 px
+# is the largest power of two whose images PIL reads back (16384^2 = 268 M pixels is over its decompression-bomb
+# limit of 2 x 89.5 M); one 8192 px RGB image is already 192 MiB decoded.
+MAX_RESOLUTION = 8192
+MIN_RESOLUTION = 4  # the smallest StyleGAN block
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_MODES = {0: "L", 2: "RGB", 3: "RGB", 4: "LA", 6: "RGBA"}  # IHDR colour type -> decoded mode
@@ -352,38 +357,73 @@ def _default_permissions(path: Path, is_dir: bool) -> None:
 
 @contextlib.contextmanager
 def _open_dest(dest: Path, is_zip: bool) -> Iterator[Callable[[str, bytes], None]]:
-    """Yield ``write(name, data)``; on success the temp zip/folder is renamed to ``dest``, on failure deleted."""
+    """Yield ``write(name, data)``; on success the temp zip/folder is renamed to ``dest``, on failure (including
+    SIGTERM/Ctrl-C under :func:`cleanup_on_signals`) deleted. Failed writes are one line naming ``dest``."""
     if is_zip:
-        with atomic_path(dest) as tmp:
-            with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-                def write(name: str, data: bytes) -> None:
-                    info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
-                    info.compress_type = zipfile.ZIP_STORED
-                    info.external_attr = 0o644 << 16
-                    zf.writestr(info, data)
+        with atomic_path(dest, flag="--dest") as tmp:
+            zf = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED)
 
+            def write(name: str, data: bytes) -> None:
+                info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+                info.compress_type = zipfile.ZIP_STORED
+                info.external_attr = 0o644 << 16
+                try:
+                    zf.writestr(info, data)
+                except OSError as e:
+                    raise output_error(dest, e, "--dest") from None
+
+            try:
                 yield write
+            except BaseException:
+                with contextlib.suppress(Exception):  # the file is deleted anyway; a full disk would fail again
+                    zf.close()
+                raise
+            zf.close()  # the central directory: a full disk here is reported by atomic_path
             _default_permissions(tmp, is_dir=False)
         return
     parent = dest.parent if str(dest.parent) else Path(".")
     try:
         tmp_dir = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=parent))
     except OSError as e:
-        raise StyleforgeError(f"{parent}: cannot write here ({e.strerror}); choose a writable --dest") from None
+        raise output_error(parent, e, "--dest", doing="cannot write here") from None
     try:
         def write(name: str, data: bytes) -> None:
             p = tmp_dir / name
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+            except OSError as e:
+                raise output_error(dest, e, "--dest") from None
 
         yield write
         _default_permissions(tmp_dir, is_dir=True)
-        if dest.is_dir():
-            dest.rmdir()  # checked empty before we started
-        os.replace(tmp_dir, dest)
+        try:
+            if dest.is_dir():
+                dest.rmdir()  # checked empty before we started
+            os.replace(tmp_dir, dest)
+        except OSError as e:
+            raise output_error(dest, e, "--dest") from None
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
+
+
+def _check_resolution(resolution) -> None:
+    """``--resolution`` must be a power of two from MIN_RESOLUTION to MAX_RESOLUTION, refused before any work."""
+    if isinstance(resolution, bool) or not isinstance(resolution, (int, np.integer)):
+        raise StyleforgeError(f"--resolution: {resolution!r} is not a whole number; use a power of two such as 256")
+    if resolution > MAX_RESOLUTION:
+        raise StyleforgeError(
+            f"--resolution: {resolution} is larger than {MAX_RESOLUTION}, the largest size this tool writes (the "
+            "official models go up to 1024); use e.g. 1024")
+    if resolution < MIN_RESOLUTION:
+        raise StyleforgeError(
+            f"--resolution: {resolution} is smaller than {MIN_RESOLUTION}, the smallest StyleGAN resolution; "
+            f"use {MIN_RESOLUTION} or more")
+    if not is_power_of_two(resolution):
+        raise StyleforgeError(
+            f"--resolution: {resolution} is not a power of two, which training needs; "
+            f"use {_nearest_powers_of_two(resolution)}")
 
 
 def _check_dest(source: Path, dest: Path, is_zip: bool) -> None:
@@ -404,7 +444,7 @@ def _check_dest(source: Path, dest: Path, is_zip: bool) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StyleforgeError(f"{parent}: cannot create folder ({e.strerror}); choose another --dest") from None
+        raise output_error(parent, e, "--dest", doing="cannot create folder") from None
 
 
 def convert_dataset(
@@ -423,8 +463,9 @@ def convert_dataset(
     ``dest`` ending in ``.zip`` gives an uncompressed zip, anything else a folder (new or empty); both are
     written under a temporary name and renamed when complete.
 
-    * ``resolution``: output side length (training needs a power of two; other sizes only give a warning here).
-      Without it, images keep their size, which must then be the same for all.
+    * ``resolution``: output side length, a power of two from 4 to :data:`MAX_RESOLUTION` (8192), as training
+      needs. Without it, images keep their size (at most 8192), which must then be the same for all; a kept size
+      that is not a power of two only gives a warning.
     * ``transform``: None (images must be square; they are only resized), ``'center-crop'`` (largest centred
       square), or ``'center-crop-wide'`` (full width scaled to ``resolution``, centred on a black square
       canvas; taller-than-wide images are centre-cropped to a square).
@@ -438,8 +479,8 @@ def convert_dataset(
         raise StyleforgeError(f"--transform: unknown transform {transform!r}; use {' or '.join(TRANSFORMS)}")
     if resize_filter not in RESIZE_FILTERS:
         raise StyleforgeError(f"--resize-filter: unknown filter {resize_filter!r}; use {' or '.join(RESIZE_FILTERS)}")
-    if resolution is not None and (isinstance(resolution, bool) or int(resolution) < 1):
-        raise StyleforgeError(f"--resolution: {resolution!r} is not a positive size; use a power of two such as 256")
+    if resolution is not None:
+        _check_resolution(resolution)
     if max_images is not None and int(max_images) < 1:
         raise StyleforgeError(f"--max-images: {max_images!r} must be at least 1")
     resolution = int(resolution) if resolution is not None else None
@@ -495,6 +536,10 @@ def convert_dataset(
                 f"{files.display(b.name)} is {b.width}x{b.height}); pass --resolution N to resize them all "
                 "(with --transform center-crop for non-square images)")
         size = sizes[0]
+        if size > MAX_RESOLUTION:
+            raise StyleforgeError(
+                f"{source}: images are {size}x{size}, larger than the {MAX_RESOLUTION}x{MAX_RESOLUTION} this tool "
+                "writes; pass --resolution N to scale them down (e.g. 1024)")
         if grayscale is None:
             mode = "L" if all(i.mode in _GRAY_MODES for i in infos) else "RGB"
         else:
@@ -515,10 +560,7 @@ def convert_dataset(
                     continue
                 img = _apply_transform(img, transform, size, resample)
                 fname = archive_name(count)
-                try:
-                    write(fname, _encode_png(img))
-                except OSError as e:
-                    raise StyleforgeError(f"{dest}: cannot write ({e.strerror or e}); check free disk space") from None
+                write(fname, _encode_png(img))
                 count += 1
                 if label_map is not None:
                     if info.name in label_map:
@@ -545,10 +587,7 @@ def convert_dataset(
                     label_dim = len(first)
                 else:
                     label_dim = len(class_names) if class_names else max(int(v) for _, v in out_labels) + 1
-            try:
-                write(DATASET_JSON, json.dumps({"labels": labels_json}).encode("utf-8"))
-            except OSError as e:
-                raise StyleforgeError(f"{dest}: cannot write ({e.strerror or e}); check free disk space") from None
+            write(DATASET_JSON, json.dumps({"labels": labels_json}).encode("utf-8"))
     finally:
         files.close()
 

@@ -853,7 +853,7 @@ def find_auto_resume(outdir: Path, data: str, cfg: str) -> Optional[Path]:
 
 
 def make_run_dir(outdir: Path, desc: str) -> Path:
-    ensure_outdir(outdir)
+    ensure_outdir(outdir, flag="--outdir")
     while True:
         ids = [int(_RUN_DIR.match(d.name).group(1)) for d in _run_dirs(outdir)]
         run_dir = outdir / f"{max(ids, default=-1) + 1:05d}-{desc}"

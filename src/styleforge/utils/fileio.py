@@ -1,15 +1,23 @@
 """Atomic output files: write to a temporary name in the same folder, then rename over the target.
 
-A killed job therefore never leaves a half-written PNG, npz or checkpoint under its final name.
+A killed job therefore never leaves a half-written PNG, npz or checkpoint under its final name, and a failed
+write (full disk, a folder in the way, no permission) removes its temporary file and becomes one
+:class:`StyleforgeError` line that names the path and the cause (:func:`output_error`). The messages name
+paths, not flags, so they are right for every command; a caller that knows its flag passes ``flag="--dest"``.
+:func:`cleanup_on_signals` turns SIGTERM (and SIGINT) into an exception, so that these writers also clean up
+when a job is terminated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from ..errors import StyleforgeError
 
@@ -17,6 +25,47 @@ PathLike = Union[str, os.PathLike]
 
 
 _FILE_MODE = None
+
+# errno -> what to do about it ("{where}" is the caller's flag, else "location")
+_REMEDIES = {
+    errno.ENOSPC: "free some disk space or choose another {where}",
+    errno.EDQUOT: "free some space in your quota or choose another {where}",
+    errno.EFBIG: "the file system cannot hold a file this large; choose another {where}",
+    errno.EROFS: "choose a {where} on a writable file system",
+    errno.EISDIR: "remove that folder or choose another {where}",
+    errno.ENOTDIR: "a file is in the way; choose another {where}",
+    errno.EEXIST: "a file is in the way; choose another {where}",
+    errno.EACCES: "choose a writable {where}",
+    errno.EPERM: "choose a writable {where}",
+    errno.ENOENT: "create its folder first or choose another {where}",
+}
+# Failures only writing can cause: atomic_path reports them as the output's even when the OSError names no file.
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def output_error(path: PathLike, e: BaseException, flag: Optional[str] = None, doing: str = "cannot write") -> StyleforgeError:
+    """One-line error for a failed write of ``path``: ``<path>: cannot write (no space left on device); free
+    some disk space or choose another location`` (``flag``, e.g. ``--dest``, replaces "location")."""
+    code = getattr(e, "errno", None)
+    remedy = _REMEDIES.get(code, "check the path and the disk, or choose another {where}")
+    return StyleforgeError(f"{path}: {doing} ({_cause(e)}); {remedy.format(where=flag or 'location')}")
+
+
+def _cause(e: BaseException) -> str:
+    """``No space left on device`` -> ``no space left on device``; the message itself for other exceptions."""
+    text = getattr(e, "strerror", None) or str(e)
+    text = " ".join(text.split()) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _is_write_failure(e: BaseException, *paths: Path) -> bool:
+    """Whether an OSError raised while writing ``paths`` is about them (not, say, a source being read)."""
+    if not isinstance(e, OSError):
+        return False
+    if e.errno in _WRITE_ERRNOS:
+        return True
+    names = {str(p) for p in paths}
+    return any(f is not None and str(f) in names for f in (e.filename, e.filename2))
 
 
 def _file_mode() -> int:
@@ -30,36 +79,88 @@ def _file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it to ``path``, on failure delete it."""
+def atomic_path(path: PathLike, flag: Optional[str] = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it to ``path``, on failure delete it.
+
+    OSErrors of the write itself (full disk, quota, read-only file system, a folder at ``path``, no permission)
+    become one :func:`output_error` line; others (e.g. a download failing inside the block) pass through.
+    """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():  # checked first: os.replace would refuse only after all the work
+        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), flag)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:
-        raise StyleforgeError(f"{parent}: cannot write here ({e.strerror}); choose a writable --outdir") from None
+        raise output_error(parent, e, flag, doing="cannot write here") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         os.chmod(tmp_path, _file_mode())  # mkstemp makes 0600 files; results should be as readable as open()'s
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if _is_write_failure(e, tmp_path, path):
+            raise output_error(path, e, flag) from None
         raise
 
 
-def ensure_outdir(outdir: PathLike) -> Path:
-    """Create ``outdir`` and check that it is writable, with a one-line error otherwise."""
+def ensure_outdir(outdir: PathLike, flag: Optional[str] = None) -> Path:
+    """Create ``outdir`` and check that it is writable, with a one-line error otherwise (naming ``flag``, e.g.
+    ``--outdir``, when given; else only the path)."""
     outdir = Path(outdir)
+    where = flag or "output folder"
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StyleforgeError(f"{outdir}: cannot create output folder ({e.strerror}); choose another --outdir") from None
+        raise StyleforgeError(f"{outdir}: cannot create output folder ({_cause(e)}); choose another {where}") from None
     if not os.access(outdir, os.W_OK | os.X_OK):
-        raise StyleforgeError(f"{outdir}: output folder is not writable; choose another --outdir")
+        raise StyleforgeError(f"{outdir}: output folder is not writable; choose another {where}")
     return outdir
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGINT, raised in the main thread inside :func:`cleanup_on_signals` (a KeyboardInterrupt, so
+    that ``except Exception`` blocks let it through and ``finally`` blocks and the atomic writers clean up)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum  # what a shell reports for a process killed by that signal: 143, 130
+
+    def __str__(self) -> str:
+        return "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else f"terminated ({signal.Signals(self.signum).name})"
+
+
+@contextlib.contextmanager
+def cleanup_on_signals(note: str = "") -> Iterator[None]:
+    """Run the block so that SIGTERM and SIGINT stop it with :class:`Terminated`; temporary outputs are removed
+    on the way out, then the signal ends as ``StyleforgeError("terminated (SIGTERM); <note>")`` with exit code
+    128 + signal number (one line from the CLIs). Further signals are ignored while that cleanup runs, and a
+    signal the process was told to ignore (SIGINT under ``nohup``) stays ignored. Only in the main thread
+    (elsewhere the block just runs)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    sigs = [s for s in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+
+    def handler(signum, frame):
+        for s in sigs:
+            signal.signal(s, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    previous = {s: signal.signal(s, handler) for s in sigs}
+    try:
+        yield
+    except Terminated as e:
+        err = StyleforgeError(f"{e}; {note}" if note else str(e))
+        err.exit_code = e.exit_code
+        raise err from None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def save_image(img, path: PathLike) -> Path:
@@ -72,8 +173,8 @@ def save_image(img, path: PathLike) -> Path:
     with atomic_path(path) as tmp:
         try:
             PIL.Image.fromarray(arr, mode if mode != "L" else None).save(tmp, format="PNG")
-        except OSError as e:
-            raise StyleforgeError(f"{path}: cannot write image ({e}); check free disk space") from None
+        except OSError as e:  # PIL's encoder errors too (no errno): still a failed write of this image
+            raise output_error(path, e) from None
     return path
 
 
