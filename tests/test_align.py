@@ -359,6 +359,13 @@ def test_min_score_filters_all_faces(tmp_path, scores, min_score, kept):
         assert m.startswith("warning: ") and f"score {s:.2f}" in m
 
 
+def test_help_states_the_default_min_score_and_the_size_bound():
+    from styleforge.align.batch import DEFAULT_MIN_SCORE, MAX_SIZE
+
+    out = " ".join(run(["--help"]).output.split())
+    assert f"[default: {DEFAULT_MIN_SCORE:g};" in out and f"8 to {MAX_SIZE}" in out
+
+
 def test_min_score_needs_all_faces(tmp_path):
     src = tmp_path / "p.png"
     Image.fromarray(np.full((50, 50, 3), 90, np.uint8)).save(src)

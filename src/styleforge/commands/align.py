@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..align.batch import DEFAULT_MIN_SCORE
 from ..errors import StyleforgeError
 from ..utils.cli import parse_shard, user_errors
 
@@ -19,9 +18,9 @@ from ..utils.cli import parse_shard, user_errors
 @click.option("--all-faces", is_flag=True,
               help="Align every face (<name>_01.png, _02.png, ... most prominent first), not only the main one.")
 @click.option("--min-score", type=float, default=None, metavar="FLOAT",
-              help=f"With --all-faces: drop detections scoring below this (each with a warning) [default: "
-                   f"{DEFAULT_MIN_SCORE:g}; real faces score ~1, dlib's false positives ~0.1]. If none scores enough, "
-                   "the most prominent face is kept.")
+              help="With --all-faces: drop detections scoring below this (each with a warning) [default: 0.3; "
+                   "real faces score ~1, dlib's false positives ~0.1]. If none scores enough, the most prominent "
+                   "face is kept.")
 @click.option("--no-padding", is_flag=True,
               help="Do not reflect-pad and blur where the crop leaves the photo (those areas stay black).")
 @click.option("--detector", type=click.Choice(["dlib", "face-alignment"]), default="dlib", show_default=True,
@@ -47,6 +46,6 @@ def align_cmd(sources, dest, size, all_faces, min_score, no_padding, detector, s
     if min_score is not None and not all_faces:
         raise StyleforgeError(f"--min-score {min_score:g} applies only with --all-faces (the default mode writes the "
                               "most prominent face); add --all-faces or drop --min-score")
-    align_images(list(sources), dest, size=size, all_faces=all_faces,
-                 min_score=DEFAULT_MIN_SCORE if min_score is None else min_score, padding=not no_padding,
-                 detector=detector, shard=parse_shard(shard), skip_existing=not overwrite)
+    given = {} if min_score is None else {"min_score": min_score}  # else the library's DEFAULT_MIN_SCORE
+    align_images(list(sources), dest, size=size, all_faces=all_faces, padding=not no_padding, detector=detector,
+                 shard=parse_shard(shard), skip_existing=not overwrite, **given)
