@@ -1,8 +1,9 @@
 """Every example in README.md runs as documented: each shell line of its ```bash blocks and each ```python snippet.
 
 The network files, photos and data sets the examples name are replaced by small stand-ins that this test makes
-(:data:`STAND_INS`: tiny networks written as official-format pickles, scikit-image photos, a tiny data set). A new example that names an input without a stand-in fails with a message saying so,
-so whoever adds an example keeps it runnable. Runs that would take hours are shortened by the explicit
+(:data:`STAND_INS`: tiny networks written as official-format pickles, scikit-image photos, a tiny data set). A new
+example that names an input without a stand-in fails with a message saying so, so whoever adds an example keeps it
+runnable. Runs that would take hours are shortened by the explicit
 :data:`ADJUST` table (fewer projection steps, ``--dry-run`` for training); every other flag runs as written.
 
 Examples run in README order in one working folder, so later ones use what earlier ones wrote (aligned photos,

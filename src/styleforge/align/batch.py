@@ -2,9 +2,10 @@
 
 Folders are searched recursively (hidden files and the output folder are skipped) and their sub-folder layout is
 kept in the output. For each photo the most prominent face is aligned (``all_faces``: every face scoring enough,
-written as ``<name>_01.png``, ``<name>_02.png``, ... in order of prominence). The JSON next to each PNG holds the source,
-detector box and score, the 68 landmarks and the crop quad. A photo is finished once its JSON exists; such photos
-are skipped on the next run (resume). Photos without a face and unreadable files give a warning and are skipped.
+written as ``<name>_01.png``, ``<name>_02.png``, ... in order of prominence). The JSON next to each PNG holds the
+source, detector box and score, the 68 landmarks and the crop quad. A photo is finished once its JSON exists; such
+photos are skipped on the next run (resume). Photos without a face and unreadable files give a warning and are
+skipped.
 
 ``all_faces`` keeps the detections that score at least ``min_score``, each dropped one with a warning; if none
 scores enough, the most prominent face is kept, which is what the default mode writes. The default

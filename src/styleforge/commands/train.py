@@ -65,8 +65,8 @@ def _metrics(ctx, param, value):
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes [default: 3, at most the number of CPUs - 1].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-@bool_option("--deterministic",
-             help="Deterministic algorithms and no loader workers: a resumed run matches an uninterrupted one bit for bit (CPU).")
+@bool_option("--deterministic", help="Deterministic algorithms and no loader workers: a resumed run matches an "
+                                      "uninterrupted one bit for bit (CPU).")
 @bool_option("--fp32", help="Disable mixed precision on CUDA (CPU training is always fp32).")
 @user_errors
 def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cfg, gamma, kimg, batch, aug, p, target,
