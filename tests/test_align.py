@@ -289,11 +289,12 @@ def test_all_faces_writes_numbered_files_best_first(tmp_path, astronaut):
     src = tmp_path / "astronaut.png"
     Image.fromarray(astronaut).save(src)
     out = tmp_path / "out"
-    r = run(["-s", src, "-d", out, "--size", "64", "--all-faces", "--no-padding"])
+    # --min-score 0 keeps dlib's weak second box (the mission patch), so the numbering and resume are exercised
+    r = run(["-s", src, "-d", out, "--size", "64", "--all-faces", "--no-padding", "--min-score", "0"])
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in out.iterdir())
     n = len(names) // 2
-    assert n >= 1 and names[:2] == ["astronaut_01.json", "astronaut_01.png"]
+    assert n == 2 and names[:2] == ["astronaut_01.json", "astronaut_01.png"]
     first = json.loads((out / "astronaut_01.json").read_text())
     assert np.allclose(first["box"], ASTRONAUT_FACE, atol=6)
     assert first["faces_written"] == n and first["padding"] is False
@@ -301,10 +302,87 @@ def test_all_faces_writes_numbered_files_best_first(tmp_path, astronaut):
     res = align_images(src, out, size=64, all_faces=True, padding=False, detector=_NeverCalled(), progress=False,
                        log=lambda m: None)
     assert res.counts["skipped"] == 1
-    if n > 1:
-        (out / f"astronaut_{n:02d}.png").unlink()
-        r = run(["-s", src, "-d", out, "--size", "64", "--all-faces", "--no-padding"])
-        assert r.exit_code == 0 and (out / f"astronaut_{n:02d}.png").exists()
+    (out / f"astronaut_{n:02d}.png").unlink()
+    r = run(["-s", src, "-d", out, "--size", "64", "--all-faces", "--no-padding", "--min-score", "0"])
+    assert r.exit_code == 0 and (out / f"astronaut_{n:02d}.png").exists()
+
+
+@needs_dlib
+def test_all_faces_drops_the_mission_patch_by_score(tmp_path, astronaut):
+    """dlib scores the astronaut's face 1.16 and the mission patch on her suit 0.12: the default --min-score
+    (0.3) keeps the face only and says, in one warning line, what it dropped and with which score."""
+    src = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut).save(src)
+    out = tmp_path / "out"
+    r = run(["-s", src, "-d", out, "--size", "64", "--all-faces"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["astronaut_01.json", "astronaut_01.png"]
+    meta = json.loads((out / "astronaut_01.json").read_text())
+    assert np.allclose(meta["box"], ASTRONAUT_FACE, atol=6) and meta["faces_written"] == 1
+    dropped = [w for w in warnings_in(r.output) if "dropped" in w]
+    assert len(dropped) == 1 and "astronaut.png" in dropped[0] and "score 0.12" in dropped[0], r.output
+    assert "--min-score 0.3" in dropped[0]
+
+
+class _ScoredFaces:
+    """Stand-in detector: faces with the given scores (as boxes of decreasing size, so ranked in this order)."""
+
+    name = "scored"
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def detect(self, image):
+        h, w = image.shape[:2]
+        lm = synthetic_landmarks(0, min(h, w) / 240, shift=(w / 2, h / 2.3))
+        return [lmmod.Face(box=(0.0, 0.0, w / (i + 1), h / (i + 1)), score=s, landmarks68=lm)
+                for i, s in enumerate(self.scores)]
+
+
+@pytest.mark.parametrize("scores,min_score,kept", [
+    ([0.9, 0.5, 0.1], 0.3, [0.9, 0.5]),
+    ([0.9, 0.5, 0.1], 0.0, [0.9, 0.5, 0.1]),
+    ([0.05, 0.9], 0.3, [0.9]),      # a weak first box goes too when a real face is there
+    ([0.1, 0.05], 0.3, [0.1]),      # none scores enough: the most prominent one, as without --all-faces
+])
+def test_min_score_filters_all_faces(tmp_path, scores, min_score, kept):
+    src = tmp_path / "p.png"
+    Image.fromarray(np.full((120, 100, 3), 90, np.uint8)).save(src)
+    logs = []
+    res = align_images(src, tmp_path / "out", size=32, all_faces=True, min_score=min_score,
+                       detector=_ScoredFaces(scores), progress=False, log=logs.append)
+    got = [json.loads(p.with_suffix(".json").read_text())["score"] for p in res.written]
+    assert got == kept
+    dropped = [m for m in logs if "dropped" in m]
+    assert len(dropped) == len(scores) - len(kept)
+    for m, s in zip(dropped, [s for s in scores if s not in kept]):
+        assert m.startswith("warning: ") and f"score {s:.2f}" in m
+
+
+def test_help_states_the_default_min_score_and_the_size_bound():
+    from styleforge.align.batch import DEFAULT_MIN_SCORE, MAX_SIZE
+
+    out = " ".join(run(["--help"]).output.split())
+    assert f"[default: {DEFAULT_MIN_SCORE:g};" in out and f"8 to {MAX_SIZE}" in out
+
+
+def test_min_score_needs_all_faces(tmp_path):
+    src = tmp_path / "p.png"
+    Image.fromarray(np.full((50, 50, 3), 90, np.uint8)).save(src)
+    one_line_error(run(["-s", src, "-d", tmp_path / "out", "--min-score", "0.5"]), "--min-score", "--all-faces")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("size", ["100000", "4097"])
+def test_absurd_size_is_refused_up_front(tmp_path, size):
+    """--size 100000 used to run for minutes (a 100000 px canvas); now one line names the bound and why."""
+    src = tmp_path / "p.png"
+    Image.fromarray(np.full((50, 50, 3), 90, np.uint8)).save(src)
+    line = one_line_error(run(["-s", src, "-d", tmp_path / "out", "--size", size]), f"--size {size}", "4096", "1024")
+    assert "memory" in line
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(StyleforgeError, match="at most 4096"):
+        align_images(src, tmp_path / "out", size=int(size), detector=_NeverCalled())
 
 
 class _NeverCalled:

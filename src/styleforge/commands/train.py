@@ -9,6 +9,14 @@ from ..utils.cli import user_errors
 _PRESETS = ["auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "cpu"]
 
 
+def bool_option(*decls, help):
+    """An official ``BOOL`` option: ``--mirror 1``, ``--mirror=1``, ``--mirror=0``, ``--mirror true``... and, as a
+    shorthand, ``--mirror`` alone for true. (The official train.py declares these ``type=bool``; a plain click
+    flag would refuse the documented ``--mirror 1``.)"""
+    return click.option(*decls, type=click.BOOL, is_flag=False, flag_value=True, default=False, metavar="[BOOL]",
+                        help=help + " [default: false; alone: true]")
+
+
 def _metrics(ctx, param, value):
     if value is None or value.strip().lower() in ("", "none"):
         return []
@@ -29,8 +37,8 @@ def _metrics(ctx, param, value):
 @click.option("-n", "--dry-run", is_flag=True, help="Print the training options and exit.")
 # Dataset.
 @click.option("--data", required=True, type=click.Path(), metavar="PATH", help="Training data (zip or folder).")
-@click.option("--cond", is_flag=True, help="Train a conditional model (labels from dataset.json).")
-@click.option("--mirror", is_flag=True, help="Add x-flipped copies of the dataset.")
+@bool_option("--cond", help="Train a conditional model (labels from dataset.json).")
+@bool_option("--mirror", help="Add x-flipped copies of the dataset.")
 # Base config.
 @click.option("--cfg", type=click.Choice(_PRESETS), default="auto", show_default=True, help="Base config.")
 @click.option("--gamma", type=float, default=None, help="R1 regularisation weight. Default: preset.")
@@ -57,9 +65,9 @@ def _metrics(ctx, param, value):
 @click.option("--workers", type=click.IntRange(min=0), default=None,
               help="DataLoader worker processes [default: 3, at most the number of CPUs - 1].")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N")
-@click.option("--deterministic", is_flag=True,
-              help="Deterministic algorithms and no loader workers: a resumed run matches an uninterrupted one bit for bit (CPU).")
-@click.option("--fp32", is_flag=True, help="Disable mixed precision on CUDA (CPU training is always fp32).")
+@bool_option("--deterministic", help="Deterministic algorithms and no loader workers: a resumed run matches an "
+                                      "uninterrupted one bit for bit (CPU).")
+@bool_option("--fp32", help="Disable mixed precision on CUDA (CPU training is always fp32).")
 @user_errors
 def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cfg, gamma, kimg, batch, aug, p, target,
               augpipe, cbase, cmax, map_layers, resume, kimg_per_tick, workers, device, deterministic, fp32):
@@ -67,7 +75,7 @@ def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cf
 
     \b
     Examples:
-      train.py --outdir runs --data faces32.zip --cfg cpu --mirror
+      train.py --outdir runs --data faces32.zip --cfg cpu --mirror 1
       train.py --outdir runs --data faces32.zip --cfg cpu --resume auto       (continue after a stop)
       train.py --outdir runs --data afhq256.zip --cfg paper256 --resume ffhq256.pkl --kimg 500
       torchrun --nproc_per_node 2 scripts/train.py --outdir runs --data faces32.zip --cfg cpu

@@ -1,0 +1,476 @@
+"""Every example in README.md runs as documented: each shell line of its ```bash blocks and each ```python snippet.
+
+The network files, photos and data sets the examples name are replaced by small stand-ins that this test makes
+(:data:`STAND_INS`: tiny networks written as official-format pickles, scikit-image photos, a tiny data set). A new
+example that names an input without a stand-in fails with a message saying so, so whoever adds an example keeps it
+runnable. Runs that would take hours are shortened by the explicit
+:data:`ADJUST` table (fewer projection steps, ``--dry-run`` for training); every other flag runs as written.
+
+Examples run in README order in one working folder, so later ones use what earlier ones wrote (aligned photos,
+projected latents); each stand-in is only made when its file is missing, so any example also runs on its own.
+Commands run in-process through the same click command objects as ``scripts/*.py`` (loaded from those files) and
+the ``styleforge`` group; ``torchrun`` runs as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import runpy
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import click
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from conftest import ROOT
+from official_format import tiny_networks, write_official_pickle
+
+README = ROOT / "README.md"
+
+# The two setup blocks at the top of the README build a virtual environment; they are checked, not run (apart
+# from the generate command at the end of the first one).
+SETUP_BLOCKS = [
+    ["python3 -m venv .venv", ".venv/bin/pip install -q torch==2.13.0", ".venv/bin/pip install -q -e .",
+     ".venv/bin/python scripts/generate.py --seeds 0-15 --grid --outdir out"],
+    ["python3 -m venv .venv", ".venv/bin/pip install -q torch==2.13.0", ".venv/bin/pip install -q -e '.[dev]'",
+     ".venv/bin/python -m pytest -q"],
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stand-ins: README placeholder -> a function that makes a small version of it in the working folder (cwd).
+
+def _tiny_official(path: Path, res: int, c_dim: int = 0) -> None:
+    """A tiny StyleGAN2 snapshot (G, D, G_ema) in the official pickle layout, at the given resolution."""
+    g = {"img_resolution": res, "c_dim": c_dim, "synthesis": {"channel_base": 1024, "channel_max": 32}}
+    d = {"img_resolution": res, "c_dim": c_dim, "channel_base": 1024, "channel_max": 32}
+    G, D, G_ema = tiny_networks(seed=res + c_dim, g_overrides=g, d_overrides=d)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_official_pickle(path, G=G, D=D, G_ema=G_ema)
+
+
+def _ffhq(p: Path) -> None:
+    _tiny_official(p, 256)  # 256 px like the README's data.zip, so `--resume ffhq.pkl` fits it
+
+
+def _cached_ffhq(_: Path) -> None:  # the known name `ffhq`: a file already in the cache needs no download
+    from styleforge.utils.cache import cache_dir
+
+    if not (cache_dir() / "ffhq.pkl").is_file():
+        _ffhq(cache_dir() / "ffhq.pkl")
+
+
+def _converted_ffhq(p: Path) -> None:
+    from styleforge.networks import convert_network
+
+    _make("ffhq.pkl")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    convert_network("ffhq.pkl", p)
+
+
+def _projected_w(p: Path) -> None:
+    import torch
+
+    from styleforge.networks import load_network
+
+    _make("ffhq.pkl")
+    G = load_network("ffhq.pkl")
+    with torch.no_grad():
+        w = G.mapping(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(len(str(p)))), None)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(p, w=w.numpy())
+
+
+def _astronaut(mirror: bool = False) -> Image.Image:
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) provides the stand-in photos")
+    a = skdata.astronaut()
+    return Image.fromarray(np.ascontiguousarray(a[:, ::-1]) if mirror else a)
+
+
+def _raw_images(p: Path) -> None:  # two photos with one face each (and dlib's false positive on the suit)
+    p.mkdir(parents=True, exist_ok=True)
+    _astronaut().save(p / "carol.png")
+    _astronaut(mirror=True).save(p / "bob.png")
+
+
+def _aligned_images(_: Path) -> None:  # what `align.py -s raw_images/ -d aligned_images/` writes, roughly
+    d = Path("aligned_images")
+    d.mkdir(parents=True, exist_ok=True)
+    for name, mirror in (("carol", False), ("bob", True)):
+        if not (d / f"{name}.png").exists():
+            _astronaut(mirror).crop((120, 20, 320, 220)).resize((256, 256)).save(d / f"{name}.png")
+
+
+def _photos(p: Path) -> None:  # a few real faces (lfw_subset, grayscale) and an RGB photo
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) provides the stand-in photos")
+    p.mkdir(parents=True, exist_ok=True)
+    for i, face in enumerate(skdata.lfw_subset()[:6]):
+        Image.fromarray(np.uint8(np.rint(face * 255))).save(p / f"face{i}.png")
+    _astronaut().save(p / "astronaut.png")
+
+
+def _data_zip(p: Path) -> None:
+    from styleforge.train.dataset import convert_dataset
+
+    _make("photos/")
+    convert_dataset("photos", p, resolution=256, transform="center-crop", progress=False)
+
+
+STAND_INS: Dict[str, Callable[[Path], None]] = {
+    "ffhq.pkl": _ffhq,
+    "cifar10.pkl": lambda p: _tiny_official(p, 32, c_dim=10),
+    "ffhq": _cached_ffhq,
+    "ffhq.safetensors": _converted_ffhq,
+    "runs/00000-x/network-snapshot-000200.safetensors": _converted_ffhq,
+    "out/carol/projected_w.npz": _projected_w,
+    "out/bob/projected_w.npz": _projected_w,
+    "photos/": _photos,
+    "raw_images/": _raw_images,
+    "aligned_images/": _aligned_images,
+    "aligned_images/carol.png": _aligned_images,
+    "data.zip": _data_zip,
+}
+
+
+def _make(name: str) -> None:
+    """Make the stand-in for ``name`` in the current folder unless the file is there (made by an earlier example)."""
+    if name == "ffhq" or not Path(name).exists():
+        STAND_INS[name](Path(name))
+
+
+# Examples that would run for hours as written: (text in the README line, how it is run here, why).
+ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
+    ("scripts/project.py", lambda a: a + ["--num-steps", "3"], "1000 steps by default"),
+    ("scripts/train.py", lambda a: a + ["--dry-run"], "training takes days; the dry run resolves every option"),
+    ("torchrun --nproc_per_node 8",
+     lambda a: [{"8": "2"}.get(t, t) if i and a[i - 1] in ("--nproc_per_node", "--gpus") else t
+                for i, t in enumerate(a)],
+     "2 CPU processes instead of 8 GPUs"),
+]
+
+# Examples that fail for a known reason being fixed elsewhere: (text in the README line -> reason). Strict: an entry
+# whose example passes fails the test, so it is removed once the fix lands.
+XFAIL: Dict[str, str] = {}
+
+
+# Extra checks of what an example did: (text in the README line, check(output) run in the working folder).
+def _mirror_resolved(out: str) -> None:
+    assert re.search(r'"mirror":\s*true', out), out
+
+
+def _two_processes(out: str) -> None:
+    assert re.search(r'"gpus":\s*2\b', out), out
+
+
+def _all_faces_dropped_the_patch(out: str) -> None:
+    assert Path("aligned_images/carol_01.png").is_file() and not Path("aligned_images/carol_02.png").exists()
+    assert re.search(r"warning: .*carol\.png: dropped a detection .* score 0\.1\d", out), out
+
+
+CHECKS: List[Tuple[str, Callable[[str], None]]] = [
+    ("--mirror 1", _mirror_resolved),
+    ("--all-faces", _all_faces_dropped_the_patch),
+    ("torchrun", _two_processes),
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# README parsing
+
+def readme_blocks() -> List[Tuple[str, int, str]]:
+    """(language, line number of the first code line, code) of every fenced block."""
+    out, lang, start, buf = [], None, 0, []
+    for no, line in enumerate(README.read_text().splitlines(), 1):
+        if lang is None and line.startswith("```"):
+            lang, start, buf = line[3:].strip(), no + 1, []
+        elif lang is not None and line.startswith("```"):
+            out.append((lang, start, "\n".join(buf)))
+            lang = None
+        elif lang is not None:
+            buf.append(line)
+    return out
+
+
+@dataclass
+class Example:
+    line: int
+    text: str            # the README line as written (optional [groups] filled in)
+    argv: List[str]
+
+    @property
+    def id(self) -> str:
+        return f"L{self.line}:{' '.join(self.argv)[:70]}"
+
+
+_OPTIONAL = re.compile(r"\s\[(-[^\]]*)\]")
+
+
+def _expand(text: str) -> List[str]:
+    """``cmd [--a 1] [--b]`` -> ``cmd``, ``cmd --a 1``, ``cmd --b`` (each optional group on its own)."""
+    groups = _OPTIONAL.findall(text)
+    base = _OPTIONAL.sub("", text)
+    return [base] + [f"{base} {g}" for g in groups]
+
+
+def shell_examples() -> List[Example]:
+    bash = [(start, code) for lang, start, code in readme_blocks() if lang == "bash"]
+    out = []
+    for start, code in bash[len(SETUP_BLOCKS):]:
+        for i, raw in enumerate(code.splitlines()):
+            for text in _expand(raw):
+                argv = shlex.split(text, comments=True)
+                if argv:
+                    out.append(Example(start + i, text, argv))
+    return out
+
+
+def python_snippets() -> List[Tuple[int, str]]:
+    return [(start, code) for lang, start, code in readme_blocks() if lang == "python"]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running one example
+
+_INPUT_PARAMS = {"network", "src", "source", "sources", "data", "target", "projected_w", "w_file", "from_w", "to_w",
+                 "resume"}
+
+
+def main_commands() -> Dict[str, click.Command]:
+    from styleforge.cli import main
+
+    return main.commands
+
+
+def _script_command(path: str) -> click.Command:
+    """The click command a ``scripts/*.py`` file runs (the file is executed, not as ``__main__``)."""
+    ns = runpy.run_path(str(ROOT / path), run_name="readme_example")
+    cmds = {id(v): v for v in ns.values() if isinstance(v, click.Command)}
+    assert len(cmds) == 1, f"{path}: expected one click command, found {len(cmds)}"
+    return next(iter(cmds.values()))
+
+
+def _resolve(argv: List[str]) -> Tuple[str, Optional[click.Command], List[str]]:
+    """(how to run, click command, its arguments) for a README command line."""
+    commands = main_commands()
+    if argv[0] in ("python", "python3", ".venv/bin/python") and len(argv) > 1 and argv[1].startswith("scripts/"):
+        return "inprocess", _script_command(argv[1]), argv[2:]
+    if argv[0] == "styleforge":
+        assert len(argv) > 1 and argv[1] in commands, f"unknown styleforge subcommand: {argv}"
+        return "inprocess", commands[argv[1]], argv[2:]
+    if argv[0] == "torchrun":
+        script = next(t for t in argv if t.startswith("scripts/"))
+        return "torchrun", _script_command(script), argv[argv.index(script) + 1:]
+    if argv[:2] == ["pip", "install"]:
+        return "pip", None, argv[2:]
+    raise AssertionError(f"README command {argv[0]!r}: this test does not know how to run it; teach "
+                         "tests/test_readme_examples.py (_resolve) or change the example")
+
+
+def _inputs(cmd: click.Command, args: List[str]) -> List[str]:
+    """The input files/folders/names an invocation names (parsed by click itself)."""
+    ctx = cmd.make_context(cmd.name or "cmd", list(args), resilient_parsing=True)
+    vals = []
+    for name, v in ctx.params.items():
+        if name in _INPUT_PARAMS and v is not None:
+            vals += [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+    return vals
+
+
+def _prepare_inputs(ex: Example, cmd: click.Command, args: List[str]) -> None:
+    from styleforge.utils.cache import bundled_names
+
+    for v in _inputs(cmd, args):
+        if v == "auto" or v in bundled_names():
+            continue
+        if v in STAND_INS:
+            _make(v)
+        assert v in STAND_INS or Path(v).exists(), (
+            f"README.md line {ex.line} names {v!r}, which no earlier example makes and which has no stand-in: add "
+            f"one to STAND_INS in tests/test_readme_examples.py\n  {ex.text}")
+
+
+def _run(ex: Example) -> str:
+    kind, cmd, args = _resolve(ex.argv)
+    if kind == "pip":  # `pip install -e '.[extra]'`: the extra exists (its packages are the tests' business)
+        _check_pip_extras(args)
+        return ""
+    argv = list(ex.argv)
+    for needle, fix, _why in ADJUST:
+        if needle in ex.text:
+            argv = fix(argv)
+    kind, cmd, args = _resolve(argv)
+    if cmd is main_commands()["align"]:
+        pytest.importorskip("dlib", reason="align examples need the align extra (dlib-bin)")
+    _prepare_inputs(ex, cmd, args)
+    if kind == "torchrun":
+        env = dict(os.environ, OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+        i = next(i for i, t in enumerate(argv) if t.startswith("scripts/"))
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", *argv[1:i], str(ROOT / argv[i]), *args],
+                           capture_output=True, text=True, env=env, timeout=300)
+        out = r.stdout + r.stderr
+        assert r.returncode == 0, f"README.md line {ex.line} failed (exit {r.returncode}): {ex.text}\n{out[-3000:]}"
+        return out
+    r = CliRunner().invoke(cmd, args, prog_name=cmd.name)
+    tb = ""
+    if r.exception is not None and not isinstance(r.exception, SystemExit):
+        import traceback
+
+        tb = "".join(traceback.format_exception(type(r.exception), r.exception, r.exception.__traceback__))
+    assert r.exit_code == 0, f"README.md line {ex.line} failed (exit {r.exit_code}): {ex.text}\n{r.output[-3000:]}{tb}"
+    return r.output
+
+
+def _pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+ reads pyproject.toml")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _check_pip_extras(args: List[str]) -> None:
+    extras = _pyproject()["project"]["optional-dependencies"]
+    for a in args:
+        for extra in re.findall(r"\[([\w,-]+)\]", a):
+            for e in extra.split(","):
+                assert e in extras, f"README installs the extra [{e}], which pyproject.toml does not define"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Tests
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("readme")
+
+
+EXAMPLES = shell_examples()
+
+
+def test_readme_has_examples_and_every_table_entry_is_used():
+    assert len(EXAMPLES) >= 15 and python_snippets(), "README.md examples not found (fenced ```bash / ```python)"
+    text = "\n".join(e.text for e in EXAMPLES)
+    for needle, _fix, _why in ADJUST:
+        assert needle in text, f"ADJUST entry {needle!r} matches no README example any more: remove it"
+    for needle in list(XFAIL) + [n for n, _ in CHECKS]:
+        assert needle in text, f"{needle!r} matches no README example any more: remove it"
+
+
+def test_setup_blocks_are_the_documented_commands():
+    """The venv blocks are not run (they would install torch), but they must be what this checkout supports."""
+    bash = [code for lang, _, code in readme_blocks() if lang == "bash"]
+    for code, want in zip(bash, SETUP_BLOCKS):
+        assert [s.strip() for s in code.strip().split("&&")] == want
+    import torch
+
+    pinned = re.search(r"torch==([\w.]+)", bash[0]).group(1)
+    assert torch.__version__.split("+")[0] == pinned, "the README pins another torch than the tests run with"
+    _check_pip_extras(["'.[dev]'"])
+
+
+def test_setup_block_generate_runs(workdir, monkeypatch, one_thread):
+    """The main job at the end of the first setup block (bundled default model)."""
+    monkeypatch.chdir(workdir)
+    argv = shlex.split(SETUP_BLOCKS[0][-1])
+    out = _run(Example(0, SETUP_BLOCKS[0][-1], argv))
+    assert Path("out/grid.png").is_file() and len(list(Path("out").glob("seed*.png"))) == 16, out
+
+
+def _example_params():
+    for e in EXAMPLES:
+        why = next((why for needle, why in XFAIL.items() if needle in e.text), None)
+        marks = [pytest.mark.xfail(strict=True, raises=AssertionError, reason=why)] if why else []
+        yield pytest.param(e, id=e.id, marks=marks)
+
+
+@pytest.mark.parametrize("ex", list(_example_params()))
+def test_readme_shell_example(ex, workdir, monkeypatch, one_thread):
+    monkeypatch.chdir(workdir)
+    out = _run(ex)
+    for needle, check in CHECKS:
+        if needle in ex.text:
+            check(out)
+
+
+@pytest.mark.parametrize("line,code", python_snippets(), ids=[f"L{n}" for n, _ in python_snippets()])
+def test_readme_python_snippet(line, code, workdir, monkeypatch, one_thread):
+    monkeypatch.chdir(workdir)
+    for literal in re.findall(r"""["']([^"'\n]+)["']""", code):
+        if literal in STAND_INS:
+            _make(literal)
+    try:
+        exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "readme_snippet"})
+    except Exception as e:
+        raise AssertionError(f"the README.md snippet at line {line} failed ({type(e).__name__}: {e}); if it names a "
+                             "file that has no stand-in, add one to STAND_INS") from e
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# What the README (and error messages) name exists
+
+def _named_in_docs() -> List[Tuple[str, str]]:
+    """(where, dotted name) for every ``styleforge.x.y`` and ``from styleforge.x import a, b`` in README and src."""
+    found = []
+    files = [README] + sorted((ROOT / "src" / "styleforge").rglob("*.py"))
+    for f in files:
+        text = f.read_text()
+        where = f.relative_to(ROOT).as_posix()
+        for m in re.finditer(r"from (styleforge(?:\.\w+)*) import ([\w, ]+)", text):
+            found += [(where, f"{m.group(1)}.{n.strip()}") for n in m.group(2).split(",") if n.strip()]
+        found += [(where, m.group(0)) for m in re.finditer(r"(?<![\w/.-])styleforge(?:\.\w+)+", text)]
+    return sorted(set(found))
+
+
+def test_every_named_api_exists():
+    """`from styleforge.networks import load_network` (README) and `styleforge.networks.save_networks` (an error
+    message) must resolve: each dotted name is a module or an attribute of one."""
+    import importlib
+
+    missing = []
+    for where, name in _named_in_docs():
+        parts = name.split(".")
+        for i in range(len(parts), 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            try:
+                for attr in parts[i:]:
+                    obj = getattr(obj, attr)
+            except AttributeError:
+                missing.append(f"{where}: {name}")
+            break
+        else:
+            missing.append(f"{where}: {name}")
+    assert not missing, "named but not importable:\n" + "\n".join(missing)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The official BOOL flags of train.py
+
+@pytest.mark.parametrize("flag", ["--cond", "--mirror", "--fp32", "--deterministic"])
+@pytest.mark.parametrize("args,want", [
+    ([], False), (["{f}"], True), (["{f}", "1"], True), (["{f}=1"], True), (["{f}", "0"], False),
+    (["{f}=0"], False), (["{f}=true"], True), (["{f}", "false"], False), (["{f}", "--seed", "3"], True),
+])
+def test_train_bool_flags_take_official_values(flag, args, want):
+    """The official train.py declares --cond, --mirror, --fp32 as `type=bool` (`--mirror=1`, `--mirror 1`);
+    `--mirror` alone also means true."""
+    from styleforge.commands.train import train_cmd
+
+    argv = ["--outdir", "runs", "--data", "d.zip"] + [a.format(f=flag) for a in args]
+    ctx = train_cmd.make_context("train", argv)
+    assert ctx.params[flag.lstrip("-")] is want
+
+
+def test_train_bool_flag_with_a_bad_value_is_a_usage_error():
+    from styleforge.commands.train import train_cmd
+
+    r = CliRunner().invoke(train_cmd, ["--outdir", "runs", "--data", "d.zip", "--mirror", "2"])
+    assert r.exit_code == 2 and "'--mirror': '2' is not a valid boolean" in r.output and "Traceback" not in r.output
