@@ -214,11 +214,11 @@ def npz_stream(path: Union[str, os.PathLike]) -> Iterator[NpzStream]:
         stream = NpzStream(zf)
         try:
             yield stream
+            stream.end()  # checks that the last array is complete
         finally:
             stream._member, member = None, stream._member
             if member is not None:  # left open by a failure (zipfile cannot close with a member open)
                 member.close()
-        stream.end()
 
 
 class PathList(Sequence[Path]):
