@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import subprocess
@@ -17,6 +18,7 @@ from PIL import Image
 from conftest import assert_one_line_error, ROOT, tiny_discriminator, tiny_generator
 from styleforge.commands.convert import convert_cmd, info_cmd
 from styleforge.commands.generate import generate_cmd
+from styleforge.errors import StyleforgeError
 from styleforge.networks.checkpoint import load_network, save_networks
 
 
@@ -295,3 +297,172 @@ def test_background_writer_cancels_queued_writes_after_a_failure():
             for i in range(6):
                 w.submit(slow, i)
     assert len(done) < 6  # the writes still queued were cancelled, not run one after another
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Huge seed lists stream; nonsense values, SLURM shards, usage errors, warnings, leftovers
+
+
+def test_seed_list_keeps_ranges_as_ranges():
+    from styleforge.utils.cli import SeedList, parse_int_list, shard_items
+
+    seeds = parse_int_list("5,0-99999999,7")
+    assert len(seeds) == 100_000_002 and str(seeds) == "5,0-99999999,7"
+    assert seeds[0] == 5 and seeds[1] == 0 and seeds[-1] == 7 and seeds[100_000_000] == 99_999_999
+    part = shard_items(seeds, (2, 3))  # arithmetic: never expanded
+    assert isinstance(part, SeedList) and len(part) == 33_333_334 and str(part) == "66666667-99999999,7"
+    assert sum(len(shard_items(seeds, (i, 7))) for i in range(7)) == len(seeds)
+    assert list(parse_int_list("3,4-6,9")[1:4]) == [4, 5, 6] and SeedList.of([1, 2, 3, 7]) == [1, 2, 3, 7]
+    assert str(SeedList.of([1, 2, 3, 7, 8])) == "1-3,7-8"
+
+
+def test_huge_seed_range_streams_with_bounded_memory(net, tmp_path, monkeypatch):
+    """--seeds 0-100000000: the progress bar shows the total at once, images come at once, and memory does
+    not depend on the count (stopped after three batches)."""
+    import tracemalloc
+
+    import styleforge.generate as gen
+
+    real, calls = gen.save_image, []
+
+    def stop_after_three_batches(img, path):
+        calls.append(path)
+        if len(calls) > 6:
+            raise KeyboardInterrupt
+        return real(img, path)
+
+    monkeypatch.setattr(gen, "save_image", stop_after_three_batches)
+    out = tmp_path / "out"
+    assert run(["--network", net, "--seeds", "0-1", "--outdir", tmp_path / "warm"]).exit_code == 0
+    calls.clear()
+    tracemalloc.start()
+    try:
+        r = run(["--network", net, "--seeds", "0-100000000", "--batch-size", "2", "--outdir", out])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.exit_code == 130 and "interrupted" in r.output, r.output
+    assert "0/100000001" in r.output  # the bar's total, shown before the first image
+    assert peak < 20e6, peak  # Python-side allocations (numpy included): a list of the seeds alone is GBs
+    assert sorted(os.listdir(out)) == [f"seed{s:04d}.png" for s in range(6)]  # no half-written ws.npz
+
+
+def test_streamed_latents_and_compact_manifest(net, tmp_path):
+    """ws.npz is streamed batch by batch and still covers the whole shard (skipped images too); generate.json
+    names the seeds as ranges and the file-name pattern, not one entry per image."""
+    out = tmp_path / "out"
+    assert run(["--network", net, "--seeds", "0-4,9", "--batch-size", "2", "--outdir", out]).exit_code == 0
+    with np.load(out / "ws.npz") as d:
+        w0 = d["w"]
+        assert w0.shape == (6, 6, 32) and list(d["seeds"]) == [0, 1, 2, 3, 4, 9]
+    (out / "seed0003.png").unlink()
+    r = run(["--network", net, "--seeds", "0-4,9", "--batch-size", "2", "--skip-existing", "--outdir", out])
+    assert r.exit_code == 0 and "1 image(s)" in r.output and "5 already there" in r.output, r.output
+    with np.load(out / "ws.npz") as d:
+        assert np.array_equal(d["w"], w0) and list(d["seeds"]) == [0, 1, 2, 3, 4, 9]
+    m = json.loads((out / "generate.json").read_text())
+    assert m["seeds"] == "0-4,9" and m["count"] == 6 and m["image_pattern"].format(9) == "seed0009.png"
+    assert "images" not in m
+    r = run(["--network", net, "--projected-w", out / "ws.npz", "--seeds", "1", "--shard", "1/2", "--outdir", tmp_path / "p"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "p" / "generate-shard1of2.json").read_text())
+    assert m["index"] == "3-5" and m["seeds"] is None and sorted(p.name for p in (tmp_path / "p").glob("*.png")) == [
+        "proj03.png", "proj04.png", "proj05.png"]
+
+
+def test_grid_too_large_is_refused_before_any_work(net, tmp_path, monkeypatch):
+    import styleforge.generate as gen
+
+    monkeypatch.setattr(gen, "GRID_MAX_BYTES", 16 * 16 * 3 * 10)
+    out = tmp_path / "out"
+    one_line_error(run(["--network", net, "--seeds", "0-10", "--grid", "--outdir", out]), "--grid", "11 images")
+    assert not out.exists()
+    assert run(["--network", net, "--seeds", "0-9", "--grid", "--outdir", out]).exit_code == 0
+
+
+def test_nan_and_inf_are_errors_not_black_images(net, tmp_path):
+    out = tmp_path / "out"
+    for v in ("nan", "inf", "-inf"):
+        one_line_error(run(["--network", net, "--seeds", "0", "--trunc", v, "--outdir", out]), f"--trunc {v}", "finite")
+    w = np.random.RandomState(0).randn(4, 6, 32).astype(np.float32)
+    w[1, 2, 3] = np.nan
+    w[3, 0, 0] = np.inf
+    np.savez(tmp_path / "bad.npz", w=w)
+    one_line_error(run(["--network", net, "--projected-w", tmp_path / "bad.npz", "--outdir", out]), "bad.npz", "row(s) 1, 3")
+    assert not out.exists()
+
+
+def test_slurm_shard_out_of_range_is_an_error_like_shard(net, tmp_path, monkeypatch):
+    from styleforge.utils.cli import parse_shard
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    one_line_error(run(["--network", net, "--seeds", "0-3", "--outdir", out]),
+                   "out of range", "SLURM_ARRAY_TASK_ID=5", "SLURM_ARRAY_TASK_COUNT=2", "--shard")
+    assert not out.exists()
+    assert parse_shard("1/2") == (1, 2)  # an explicit --shard wins
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "4")  # --array=4-5
+    assert parse_shard(None) == (1, 2)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "8")  # --array=0-12:4 (tasks 0, 4, 8, 12)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "0")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_STEP", "4")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    assert parse_shard(None) == (2, 4)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "x")
+    with pytest.raises(StyleforgeError, match="SLURM_ARRAY_TASK_ID=x"):
+        parse_shard(None)
+
+
+@pytest.mark.parametrize("cmd, args", [
+    ("generate", ["--seeds", "a,b"]),
+    ("generate", ["--seeds", "3-1"]),
+    ("generate", ["--seeds", "0", "--outdir", "{file}"]),
+    ("generate", ["--seeds", "0"]),  # --outdir missing
+    ("project", ["--target", "{file}", "--num-steps", "0"]),
+    ("project", ["--target", "{file}", "--outdir", "{file}"]),
+    ("interpolate", ["--from-seed", "1", "--to-seed", "2", "--outdir", "{file}"]),
+    ("interpolate", ["--from-seed", "1", "--to-seed", "2", "--steps", "1"]),
+])
+def test_bad_flag_values_are_one_line_in_every_command(tmp_path, cmd, args):
+    from styleforge.commands.interpolate import interpolate_cmd
+    from styleforge.commands.project import project_cmd
+
+    f = tmp_path / "file"
+    f.write_text("x")
+    args = [a.format(file=f) for a in args]
+    if "--outdir" not in args and args != ["--seeds", "0"]:
+        args += ["--outdir", tmp_path / "o"]
+    r = run(args, {"generate": generate_cmd, "project": project_cmd, "interpolate": interpolate_cmd}[cmd])
+    line = assert_one_line_error(r, exit_code=2)
+    assert "Usage:" not in r.output and "--help" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert any(flag in line for flag in ("--seeds", "--outdir", "--num-steps", "--steps")), line
+
+
+def test_warnings_are_one_clean_line(net, tmp_path):
+    import warnings
+
+    before = warnings.showwarning
+    r = run(["--network", net, "--seeds", "0", "--class", "2", "--outdir", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.output.splitlines() if "ignored" in ln]
+    assert lines == ["warning: --class is ignored: the network is unconditional"], r.output
+    assert ".py:" not in r.output and "warnings.warn" not in r.output
+    assert warnings.showwarning is before  # the CLI's format ends with the command
+
+
+def test_failed_run_leaves_no_empty_outdir(net, tmp_path, monkeypatch):
+    import styleforge.generate as gen
+
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(os.urandom(4096))
+    out = tmp_path / "new" / "out"
+    one_line_error(run(["--network", junk, "--seeds", "0", "--outdir", out]), "junk.pkl")
+    assert not (tmp_path / "new").exists()
+
+    def oom(img):
+        raise MemoryError()
+
+    monkeypatch.setattr(gen, "to_uint8", oom)  # fails in the first batch, on the device
+    one_line_error(run(["--network", net, "--seeds", "0-3", "--outdir", out]), "out of memory")
+    assert not (tmp_path / "new").exists()

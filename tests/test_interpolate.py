@@ -166,3 +166,65 @@ def test_user_errors(tmp_path, net, latents):
     one_line_error(run(["--network", net, "--from", bad, "--to-seed", 2, "--outdir", out]), "bad.npz")
     r = run(["--network", net, "--from-seed", 1, "--to-seed", 2, "--steps", 1, "--outdir", out])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_progress_bar_and_frame_bound(tmp_path, net, monkeypatch):
+    import styleforge.project.interpolate as interp
+
+    out = tmp_path / "o"
+    r = run(["--network", net, "--from-seed", 1, "--to-seed", 2, "--steps", 5, "--no-video", "--outdir", out])
+    assert r.exit_code == 0 and "interpolate" in r.output and "5/5" in r.output, r.output
+    monkeypatch.setattr(interp, "FRAMES_MAX_BYTES", 10 * (16 * 16 * 3 + 6 * 32 * 12))  # 10 frames of the tiny net
+    out2 = tmp_path / "o2"
+    one_line_error(run(["--network", net, "--from-seed", 1, "--to-seed", 2, "--steps", 100000, "--outdir", out2]),
+                   "--steps 100000", "at most 10 frames")
+    assert not out2.exists()
+    assert run(["--network", net, "--from-seed", 1, "--to-seed", 2, "--steps", 10, "--no-video", "--outdir", out2]).exit_code == 0
+
+
+def test_nonsense_values_and_leftovers(tmp_path, net, latents, monkeypatch):
+    import styleforge.generate as gen
+
+    out = tmp_path / "new" / "o"
+    for args in (["--trunc", "nan"], ["--trunc", "inf"], ["--fps", "inf"], ["--fps", "nan"]):
+        one_line_error(run(["--network", net, "--from-seed", 1, "--to-seed", 2, "--outdir", out] + args), args[0])
+    w = latents["wp"][1].copy()
+    w[0, 1, 2] = np.nan
+    bad = save_npz(tmp_path / "nan.npz", w=w)
+    one_line_error(run(["--network", net, "--from", bad, "--to-seed", 2, "--outdir", out]), "nan.npz", "NaN")
+
+    def oom(img):
+        raise MemoryError()
+
+    monkeypatch.setattr(gen, "to_uint8", oom)  # rendering fails: no empty folder is left
+    one_line_error(run(["--network", net, "--from-seed", 1, "--to-seed", 2, "--outdir", out]), "out of memory")
+    assert not (tmp_path / "new").exists()
+
+
+def test_video_gets_normal_file_permissions(tmp_path, net):
+    import os
+
+    import styleforge.utils.fileio as fileio
+    from styleforge.project.batch import ffmpeg_available
+
+    if ffmpeg_available() is not None:
+        pytest.skip("no mp4 writer here")
+    old = os.umask(0o022)
+    fileio._FILE_MODE = None
+    try:
+        out = tmp_path / "o"
+        r = run(["--network", net, "--from-seed", 1, "--to-seed", 2, "--steps", 3, "--mp4", "--outdir", out])
+        assert r.exit_code == 0, r.output
+        modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+        assert modes == {"interp.png": 0o644, "interp.npz": 0o644, "interp.mp4": 0o644, "interpolation.json": 0o644}
+    finally:
+        os.umask(old)
+        fileio._FILE_MODE = None
+
+
+def test_latent_file_warning_is_one_line(tmp_path, net, latents):
+    r = run(["--network", net, "--from", latents["w"][0], "--to", latents["w2"][0], "--trunc", 0.5, "--steps", 2,
+             "--no-video", "--outdir", tmp_path / "o"])
+    assert r.exit_code == 0, r.output
+    assert "warning: --trunc applies to seeds only; latent files are used as saved" in r.output.splitlines()
+    assert "UserWarning" not in r.output and ".py:" not in r.output

@@ -339,6 +339,21 @@ def test_bad_image_in_folder_is_skipped_and_reported(tmp_path, photos, net):
     assert not (out / "broken").exists()
     errors = [ln for ln in r.output.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1
+    mentions = [ln for ln in r.output.splitlines() if "broken.jpg" in ln]
+    assert len(mentions) == 1 and mentions[0].startswith("failed: "), r.output  # one message per bad file
+
+
+def test_failed_run_leaves_no_empty_outdir(tmp_path, photos):
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"\x80\x04junk" * 100)
+    out = tmp_path / "new" / "out"
+    one_line_error(run(["--network", junk, "--target", photos, "--outdir", out, "--num-steps", "2", "--loss", "pixel"]),
+                   "junk.pkl")
+    assert not (tmp_path / "new").exists()
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_available():  # a device that is not there
+        one_line_error(run(["--target", photos, "--outdir", out, "--device", "mps"]), "--device mps")
+        assert not (tmp_path / "new").exists()
 
 
 def test_missing_vgg_falls_back_to_discriminator(tmp_path, photos, net):

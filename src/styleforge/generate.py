@@ -8,19 +8,24 @@ pixel conversion, and z for seed ``s`` is drawn exactly as the official script d
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from .errors import StyleforgeError
-from .utils.cli import resolve_device, shard_items
-from .utils.fileio import ensure_outdir, save_image, save_json, save_npz
+from .utils.cli import SeedList, check_outdir, resolve_device, shard_items
+from .utils.fileio import atomic_path, ensure_outdir, save_image, save_json
+
+GRID_MAX_BYTES = 1 << 30
+"""``--grid`` holds every image of the shard in memory: refused (before any work) above 1 GiB of pixels."""
 
 
 def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
@@ -96,7 +101,18 @@ def load_ws(path: Union[str, os.PathLike], num_ws: int, w_dim: int) -> np.ndarra
         w = np.repeat(w[:, None, :], num_ws, axis=1)
     if w.ndim != 3 or w.shape[1:] != (num_ws, w_dim):
         raise StyleforgeError(f"{path}: 'w' has shape {list(w.shape)}, this network needs [N, {num_ws}, {w_dim}]")
+    bad = np.flatnonzero(~np.isfinite(w).all(axis=(1, 2)))
+    if len(bad):
+        rows = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise StyleforgeError(f"{path}: row(s) {rows} of 'w' hold NaN or infinite values; re-create the file")
     return w
+
+
+def check_truncation(psi: float) -> float:
+    """``--trunc`` must be a finite number (NaN or inf would only make black images)."""
+    if not math.isfinite(psi):
+        raise StyleforgeError(f"--trunc {psi}: must be a finite number, e.g. 0.7 (1 = no truncation)")
+    return psi
 
 
 def default_batch_size(device: torch.device, fp16: bool = False) -> int:
@@ -157,11 +173,75 @@ class BackgroundWriter:
                 self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
+class NpzStream:
+    """An ``.npz`` written array by array, each array block by block, so that memory does not grow with its
+    size: one uncompressed ``<name>.npy`` member per array, as ``np.savez`` lays it out (``np.load`` reads it).
+    Made by :func:`npz_stream`."""
+
+    def __init__(self, zf: zipfile.ZipFile):
+        self._zf = zf
+        self._member = None
+        self._left = 0
+
+    def begin(self, name: str, shape: Tuple[int, ...], dtype) -> None:
+        """Start array ``name``; exactly ``prod(shape)`` values must follow, in C order, through :meth:`write`."""
+        self.end()
+        self._dtype = np.dtype(dtype)
+        self._left = int(np.prod(shape)) * self._dtype.itemsize
+        self._member = self._zf.open(name + ".npy", "w", force_zip64=self._left > (1 << 31) - (1 << 16))
+        np.lib.format.write_array_header_1_0(self._member, {
+            "descr": np.lib.format.dtype_to_descr(self._dtype), "fortran_order": False, "shape": tuple(shape)})
+
+    def write(self, block) -> None:
+        data = np.ascontiguousarray(block, dtype=self._dtype)
+        if data.nbytes > self._left:
+            raise ValueError("more values than the array's shape holds")
+        self._member.write(memoryview(data).cast("B"))
+        self._left -= data.nbytes
+
+    def end(self) -> None:
+        if self._member is not None:
+            member, self._member = self._member, None
+            member.close()
+            if self._left:
+                raise ValueError("an array of the .npz ended before its shape was filled")
+
+
+@contextlib.contextmanager
+def npz_stream(path: Union[str, os.PathLike]) -> Iterator[NpzStream]:
+    """Write an .npz through :class:`NpzStream`, atomically (temporary name, renamed when the block ends)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        stream = NpzStream(zf)
+        try:
+            yield stream
+            stream.end()  # checks that the last array is complete
+        finally:
+            stream._member, member = None, stream._member
+            if member is not None:  # left open by a failure (zipfile cannot close with a member open)
+                member.close()
+
+
+class PathList(Sequence[Path]):
+    """Output paths made on demand, ``outdir / name(keys[i])`` for ``i`` in ``index``: a result for 100
+    million seeds does not hold 100 million paths."""
+
+    def __init__(self, outdir: Path, name: Callable[[int], str], keys: Sequence[int], index: SeedList):
+        self._outdir, self._name, self._keys, self._index = outdir, name, keys, index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(len(self)))]
+        return self._outdir / self._name(self._keys[self._index[k]])
+
+
 @dataclass
 class GenerateResult:
     outdir: Path
-    files: List[Path] = field(default_factory=list)
-    skipped: List[Path] = field(default_factory=list)
+    files: Sequence[Path] = field(default_factory=list)
+    skipped: Sequence[Path] = field(default_factory=list)
     grid: Optional[Path] = None
     latents: Optional[Path] = None
     manifest: Optional[Path] = None
@@ -189,13 +269,18 @@ def generate_images(
 ) -> GenerateResult:
     """Generate images for ``seeds`` (or for the latents in ``projected_w``) and write them to ``outdir``.
 
+    ``seeds``: any sequence of ints; a :class:`~styleforge.utils.cli.SeedList` (what ``--seeds`` parses to)
+    keeps ranges as ranges, and the seeds are taken batch by batch, so memory does not grow with their count:
+    ``ws.npz`` is streamed to disk and ``generate.json`` names the seeds as ranges.
+
     ``batch_size``: images per synthesis call (None: :func:`default_batch_size`). Results do not depend on it beyond
     float rounding: every seed is still mapped on its own, as the official script maps it, so ``ws.npz`` is
     the same for every batch size. ``tune_allocator``: on CPU, call
     :func:`~styleforge.utils.perf.tune_cpu_allocator` first (process-wide; the CLI turns it on).
 
-    On a GPU, PNGs are encoded and written by one background thread while the next batch is synthesised;
-    every file is still written atomically, and an error in writing one stops the run.
+    ``outdir`` is created when the first batch is ready, so a run that fails before (network, device, out of
+    memory) leaves nothing behind. On a GPU, PNGs are encoded and written by one background thread while the
+    next batch is synthesised; every file is still written atomically, and an error in writing one stops the run.
     """
     from tqdm import tqdm
 
@@ -203,8 +288,12 @@ def generate_images(
         raise StyleforgeError(f"--noise-mode {noise_mode!r}: use const, random or none")
     if batch_size is not None and batch_size < 1:
         raise StyleforgeError("--batch-size must be at least 1")
+    if truncation_cutoff is not None and truncation_cutoff < 0:
+        raise StyleforgeError("--trunc-cutoff must be >= 0")
+    check_truncation(truncation_psi)
     if projected_w is None and not seeds:
         raise StyleforgeError("nothing to generate: pass --seeds (e.g. 0-7) or --projected-w FILE")
+    outdir = check_outdir(outdir)
     dev = resolve_device(device)
     if batch_size is None:
         batch_size = default_batch_size(dev, fp16)
@@ -212,25 +301,28 @@ def generate_images(
         from .utils.perf import tune_cpu_allocator
 
         tune_cpu_allocator()
-    outdir = ensure_outdir(outdir)
     G, net_path = load_generator(network, dev, allow_download)
-    res = GenerateResult(outdir=outdir, network=net_path)
     has_w = getattr(G, "has_w_space", True)
 
-    # Work items: (output file name, seed or index into the projected latents)
+    # Work items: keys (seeds, or rows of the projected latents) and their file names
     if projected_w is not None:
         if not has_w:
             raise StyleforgeError("--projected-w needs a network with a W space (a StyleGAN generator)")
         if seeds:
             warnings.warn("--seeds is ignored when --projected-w is given")
         ws_all = load_ws(projected_w, G.num_ws, G.w_dim)
-        items = [(f"proj{i:02d}.png", i) for i in range(len(ws_all))]
+        keys, keyname, name_pattern = SeedList([range(len(ws_all))]), "index", "proj{:02d}.png"
     else:
-        items = [(f"seed{s:04d}.png", s) for s in seeds]
-    items = shard_items(items, shard)
+        keys, keyname, name_pattern = SeedList.of(seeds), "seeds", "seed{:04d}.png"
+    name = name_pattern.format
+
+    keys = shard_items(keys, shard)
+    n = len(keys)
     c = class_label(G, class_idx, dev) if projected_w is None else None
-    if truncation_cutoff is not None and truncation_cutoff < 0:
-        raise StyleforgeError("--trunc-cutoff must be >= 0")
+    if grid and n * G.img_resolution ** 2 * G.img_channels > GRID_MAX_BYTES:
+        raise StyleforgeError(f"--grid: {n} images of {G.img_resolution}x{G.img_resolution} make a grid of "
+                              f"{n * G.img_resolution ** 2 * G.img_channels / 2**30:.1f} GiB (at most "
+                              f"{GRID_MAX_BYTES >> 30} GiB); drop --grid or pass fewer --seeds")
 
     def latents(keys) -> torch.Tensor:
         """ws for the given seeds (or indices into the projected latents), on the device."""
@@ -243,75 +335,92 @@ def generate_images(
             for s in keys
         ])
 
-    todo = []
-    for idx, (fname, key) in enumerate(items):
-        path = outdir / fname
-        if skip_existing and path.exists():
-            res.skipped.append(path)
-        else:
-            todo.append((idx, path, key))
     if noise_mode == "random":
         batch_size = 1  # each image gets torch.manual_seed(seed) noise, independent of batching
-
-    images = {}
-    ws_rows = {}
-    bar = tqdm(total=len(todo), unit="img", desc="generate", disable=not progress)
+    suffix = "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"
+    res = GenerateResult(outdir=outdir, network=net_path)
+    written, skipped = SeedList(), SeedList()
+    tiles = []
+    bar = tqdm(total=n, unit="img", desc="generate", disable=not progress)
     # (the bar is closed, ending its line, before an error message is printed)
-    with bar, torch.no_grad(), BackgroundWriter(enabled=dev.type != "cpu") as writer:
-        for b in range(0, len(todo), batch_size):
-            chunk = todo[b: b + batch_size]
-            if noise_mode == "random":
-                torch.manual_seed(chunk[0][2])
-            if has_w:
-                wb = latents([k for _, _, k in chunk])
-                img = G.synthesis(wb, noise_mode=noise_mode, fp16=fp16)
-                for (i, _, _), w in zip(chunk, wb.cpu()):
-                    ws_rows[i] = w
-            else:
-                z = torch.from_numpy(np.stack([seed_to_z(k, G.z_dim) for _, _, k in chunk])).to(dev)
-                cc = c.repeat(len(chunk), 1) if c is not None else None
-                img = G(z, cc, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, noise_mode=noise_mode)
-            for (i, path, _), a in zip(chunk, to_uint8(img)):
-                writer.submit(save_image, a, path)
-                res.files.append(path)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(bar)
+        stack.enter_context(torch.no_grad())
+        writer = stack.enter_context(BackgroundWriter(enabled=dev.type != "cpu"))
+        ws_file = None
+        for b in range(0, n, batch_size):
+            chunk = keys[b: b + batch_size]
+            paths = [outdir / name(k) for k in chunk]
+            todo = [j for j, p in enumerate(paths) if not (skip_existing and p.exists())]
+            # every latent, skipped images' too, so that ws.npz always covers the whole shard
+            wb = latents(chunk) if has_w else None
+            arrays = {}
+            if todo:
+                if noise_mode == "random":
+                    torch.manual_seed(chunk[todo[0]])
+                if has_w:
+                    img = G.synthesis(wb if len(todo) == len(chunk) else wb[todo], noise_mode=noise_mode, fp16=fp16)
+                else:
+                    z = torch.from_numpy(np.stack([seed_to_z(chunk[j], G.z_dim) for j in todo])).to(dev)
+                    cc = c.repeat(len(todo), 1) if c is not None else None
+                    img = G(z, cc, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
+                            noise_mode=noise_mode)
+                arrays = dict(zip(todo, to_uint8(img)))
+            if b == 0:  # the first results exist: now the folder and the streamed latents file
+                ensure_outdir(outdir)
+                if has_w:
+                    ws_file = stack.enter_context(npz_stream(outdir / f"ws{suffix}.npz"))
+                    ws_file.begin("w", (n, G.num_ws, G.w_dim), np.float32)
+            for j, path in enumerate(paths):
+                if j in arrays:
+                    writer.submit(save_image, arrays[j], path)
+                    written.append(b + j)
+                else:
+                    skipped.append(b + j)
                 if grid:
-                    images[i] = a
+                    tiles.append(arrays[j] if j in arrays else _read_tile(path, G.img_channels))
+            if ws_file is not None:
+                ws_file.write(wb.cpu().numpy())
             writer.raise_errors()
             bar.update(len(chunk))
-        skipped_idx = [i for i, (fname, _) in enumerate(items) if i not in ws_rows]
-        if has_w and skipped_idx:  # latents of skipped images too, so ws.npz always covers the whole shard
-            for i, w in zip(skipped_idx, latents([items[i][1] for i in skipped_idx]).cpu()):
-                ws_rows[i] = w
-    ws = torch.stack([ws_rows[i] for i in range(len(items))]) if has_w and items else None
+            if skipped:
+                bar.set_postfix(skipped=len(skipped), refresh=False)
+        writer.raise_errors(wait=True)
+        if ws_file is not None:
+            ws_file.begin(keyname, (n,), np.int64)
+            for b in range(0, n, 1 << 20):
+                block = keys[b: b + (1 << 20)]
+                ws_file.write(np.fromiter(block, np.int64, len(block)))
+            res.latents = outdir / f"ws{suffix}.npz"
+    res.files = PathList(outdir, name, keys, written)
+    res.skipped = PathList(outdir, name, keys, skipped)
 
-    suffix = "" if shard == (0, 1) else f"-shard{shard[0]}of{shard[1]}"
-    if grid and items:
-        from PIL import Image
-
-        tiles = []
-        for idx, (fname, _) in enumerate(items):
-            if idx in images:
-                tiles.append(images[idx])
-            else:
-                tiles.append(np.asarray(Image.open(outdir / fname).convert("RGB" if G.img_channels == 3 else "L")))
-                if tiles[-1].ndim == 2:
-                    tiles[-1] = tiles[-1][:, :, None]
+    ensure_outdir(outdir)  # (an empty shard writes its manifest only)
+    if grid and tiles:
         res.grid = save_image(make_grid(tiles), outdir / f"grid{suffix}.png")
-    if ws is not None and len(items):
-        keyname = "index" if projected_w is not None else "seeds"
-        res.latents = save_npz(outdir / f"ws{suffix}.npz", w=ws.numpy(), **{keyname: np.array([k for _, k in items])})
     res.manifest = save_json(outdir / f"generate{suffix}.json", {
         "network": str(net_path),
-        "seeds": None if projected_w is not None else [k for _, k in items],
+        "seeds": str(keys) if projected_w is None else None,  # as ranges, e.g. "0-7,12"
         "projected_w": str(projected_w) if projected_w is not None else None,
+        "index": str(keys) if projected_w is not None else None,  # rows of projected_w
+        "count": n,
+        "image_pattern": name_pattern,  # file name of each seed (or row): str.format(7) = seed0007.png
         "truncation_psi": truncation_psi,
         "truncation_cutoff": truncation_cutoff,
         "class": class_idx,
         "noise_mode": noise_mode,
         "fp16": fp16,
         "shard": list(shard),
-        "images": [fname for fname, _ in items],
         "grid": res.grid.name if res.grid else None,
         "latents": res.latents.name if res.latents else None,
     })
     return res
+
+
+def _read_tile(path: Path, channels: int) -> np.ndarray:
+    """An image written by an earlier run, as an HWC uint8 grid tile."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        a = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    return a[:, :, None] if a.ndim == 2 else a

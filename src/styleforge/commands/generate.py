@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..utils.cli import IntListParam, device_option, parse_shard, user_errors
+from ..utils.cli import IntListParam, command, device_option, parse_shard, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.option("--network", "network", metavar="PATH|NAME|URL",
               help="Network: official .pkl, styleforge .safetensors, known name (ffhq...) or URL. Default: bundled model.")
 @click.option("--seeds", type=IntListParam("seeds"), help="Seeds, e.g. 0-7,12.")

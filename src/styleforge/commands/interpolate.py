@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import click
 
-from ..utils.cli import device_option, user_errors
+from ..utils.cli import command, device_option, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.option("--network", "network", metavar="PATH|NAME|URL",
               help="Network: official .pkl, styleforge .safetensors, known name (ffhq...) or URL. Default: bundled model.")
 @click.option("--from", "from_w", type=click.Path(dir_okay=False), metavar="FILE.npz[:K]",

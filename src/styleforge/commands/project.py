@@ -7,10 +7,10 @@ import sys
 
 import click
 
-from ..utils.cli import device_option, parse_shard, user_errors
+from ..utils.cli import command, device_option, parse_shard, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.option("--network", "network", metavar="PATH|NAME|URL",
               help="Network: official .pkl, styleforge .safetensors, known name (ffhq...) or URL. Default: bundled model.")
 @click.option("--target", "target", required=True, type=click.Path(), metavar="FILE|DIR",
@@ -57,8 +57,7 @@ def project_cmd(network, target, outdir, space, num_steps, seed, loss, vgg, save
         tune_allocator=True,
     )
     click.echo(res.summary())
-    if res.failed:
-        for t, why in res.failed:
-            click.echo(f"failed: {why}", err=True)
-        click.echo(f"error: {len(res.failed)} target(s) failed (listed above); the others are done", err=True)
+    if res.failed:  # each failure was reported as it happened (``failed: ...``)
+        others = "; the others are done" if res.done or res.skipped else ""
+        click.echo(f"error: {len(res.failed)} target(s) failed (listed above){others}", err=True)
         sys.exit(1)

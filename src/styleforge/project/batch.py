@@ -228,11 +228,14 @@ def ffmpeg_available() -> Optional[str]:
 
 
 def write_mp4(frames: Iterable[np.ndarray], path: PathLike, fps: float = 10, bitrate: str = "16M") -> Path:
-    """Write HWC uint8 frames to an H.264 mp4 (imageio + libx264), atomically."""
+    """Write HWC uint8 frames to an H.264 mp4 (imageio + libx264), atomically, with the mode every other output
+    gets (the umask's, see utils.fileio; the private temporary file is 0600)."""
     import imageio.v2 as imageio
 
+    from ..utils.fileio import _file_mode
+
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)  # imageio needs .mp4
     os.close(fd)
     try:
         writer = imageio.get_writer(tmp, mode="I", fps=fps, codec="libx264", bitrate=bitrate,
@@ -244,6 +247,7 @@ def write_mp4(frames: Iterable[np.ndarray], path: PathLike, fps: float = 10, bit
                 writer.append_data(fr)
         finally:
             writer.close()
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -330,7 +334,7 @@ def project_files(
     :func:`~styleforge.utils.perf.tune_cpu_allocator` first (process-wide; the CLI turns it on).
     """
     from ..generate import load_generator
-    from ..utils.cli import resolve_device, shard_items
+    from ..utils.cli import check_outdir, resolve_device, shard_items
     from ..utils.cache import resolve_file
     from ..utils.perf import tune_cpu_allocator
     from .projector import ProjectorConfig, check_projectable, compute_w_stats
@@ -349,8 +353,12 @@ def project_files(
     targets = find_targets(target, outdir)
     single = len(targets) == 1 and targets[0].name == ""
     targets = shard_items(targets, shard)
-    out_root = ensure_outdir(outdir)
+    out_root = check_outdir(outdir)  # created with the first target's outputs
     res = BatchResult(outdir=out_root)
+
+    def fail(t: Target, why: str) -> None:  # one line per failed target, as it happens
+        res.failed.append((t, why))
+        log(f"failed: {why}")
 
     from ..assets import default_network_path
 
@@ -364,7 +372,7 @@ def project_files(
         if state is True:
             res.skipped.append(t)
         elif state is None:
-            res.failed.append((t, f"{t.outdir} holds a projection made with other settings; use another --outdir or --overwrite"))
+            fail(t, f"{t.outdir} holds a projection made with other settings; use another --outdir or --overwrite")
         else:
             todo.append(t)
     if single and res.skipped:
@@ -398,8 +406,7 @@ def project_files(
             arr, info = load_target_image(t.path, G.img_resolution, G.img_channels)
             loaded.append((t, arr, info))
         except StyleforgeError as e:
-            res.failed.append((t, str(e)))
-            log(f"skipped: {e}")
+            fail(t, str(e))
     if not loaded:
         res.seconds = time.perf_counter() - t_begin
         return res
@@ -413,14 +420,12 @@ def project_files(
                                              settings, net_path, start_img)
         except StyleforgeError as e:
             for t, _, _ in chunk:
-                res.failed.append((t, str(e)))
-            log(f"skipped: {e}")
+                fail(t, f"{t.path}: {e}")
             continue
         for t, _, _ in chunk:
             err = outs.get(t.name)
             if err:
-                res.failed.append((t, err))
-                log(f"skipped: {err}")
+                fail(t, err)
             else:
                 res.done.append(t)
     res.seconds = time.perf_counter() - t_begin

@@ -1,16 +1,21 @@
 """Helpers shared by every command-line tool: error handling, seed/shard parsing, device choice.
 
-Each CLI is a click command wrapped by :func:`user_errors`, so a :class:`StyleforgeError` (or a click
-usage error) prints one line and exits non-zero, without a traceback.
+Each CLI is a :func:`command` (a click command whose usage errors print one line) wrapped by
+:func:`user_errors`, so a :class:`StyleforgeError`, a bad flag value or a warning prints one line
+(``error: ...`` / ``warning: ...``) without a traceback or usage text.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import os
 import re
 import sys
-from typing import Callable, List, Optional, Tuple
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import click
 
@@ -25,14 +30,21 @@ def _out_of_memory(e: BaseException) -> bool:
     return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """warnings.showwarning for the CLIs: ``warning: <message>`` on one line, without the source location."""
+    click.echo("warning: " + " ".join(str(message).split()), err=True)
+
+
 def user_errors(fn: Callable) -> Callable:
     """Turn StyleforgeError into ``error: <message>`` on stderr and exit code 1 (130 on Ctrl-C); running out
-    of memory likewise, with the usual remedy."""
+    of memory likewise, with the usual remedy. Warnings raised meanwhile print as ``warning: <message>``."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():  # restores the previous showwarning afterwards
+                warnings.showwarning = _show_warning
+                return fn(*args, **kwargs)
         except StyleforgeError as e:
             click.echo("error: " + " ".join(str(e).splitlines()), err=True)
             sys.exit(e.exit_code)
@@ -50,12 +62,112 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+class OneLineUsageError(click.UsageError):
+    """A click usage error (bad or missing flag value) shown as ``error: <message>``, without the usage text."""
+
+    def show(self, file=None) -> None:
+        click.echo("error: " + " ".join(self.format_message().split()), file=file, err=file is None)
+
+
+class Command(click.Command):
+    """click.Command whose usage errors (``--seeds a``, ``--outdir`` naming a file, ``--num-steps 0``, a
+    missing required flag, ...) print one line and exit 2; ``--help`` still shows the usage."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except OneLineUsageError:
+            raise
+        except click.UsageError as e:
+            raise OneLineUsageError(e.format_message(), e.ctx) from None
+
+
+def command(**kwargs) -> Callable:
+    """``click.command`` for styleforge tools: :class:`Command` (one-line usage errors) and ``-h``/``--help``."""
+    kwargs.setdefault("cls", Command)
+    kwargs.setdefault("context_settings", {"help_option_names": ["-h", "--help"]})
+    return click.command(**kwargs)
+
+
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
 
 
-def parse_int_list(spec: str, what: str = "seeds") -> List[int]:
-    """Parse ``'0-7,12'`` into ``[0, 1, ..., 7, 12]`` (ranges inclusive, order kept)."""
-    out: List[int] = []
+class SeedList(Sequence[int]):
+    """A list of integers kept as ranges (``0-100000000`` stays one ``range``): ``len``, indexing and
+    contiguous slicing (how shards are cut) are arithmetic, and iteration is lazy, so memory does not grow
+    with the count. ``str()`` gives the ``0-7,12`` form back."""
+
+    def __init__(self, ranges: Iterable[range] = ()):
+        self.ranges = [r for r in ranges if len(r)]
+        if any(r.step != 1 for r in self.ranges):
+            raise ValueError("SeedList ranges must have step 1")
+        self._ends = list(itertools.accumulate(len(r) for r in self.ranges))  # cumulative lengths
+
+    @classmethod
+    def of(cls, values: Iterable[int]) -> "SeedList":
+        """A SeedList of ``values`` (returned as is if it is one); runs of consecutive values become ranges."""
+        if isinstance(values, cls):
+            return values
+        if isinstance(values, range) and values.step == 1:
+            return cls([values])
+        out = cls()
+        for v in values:
+            out.append(int(v))
+        return out
+
+    def append(self, value: int) -> None:
+        """Add ``value`` at the end (extending the last range when it continues it)."""
+        if self.ranges and value == self.ranges[-1].stop:
+            self.ranges[-1] = range(self.ranges[-1].start, value + 1)
+            self._ends[-1] += 1
+        else:
+            self.ranges.append(range(value, value + 1))
+            self._ends.append(len(self) + 1)
+
+    def __len__(self) -> int:
+        return self._ends[-1] if self._ends else 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.chain.from_iterable(self.ranges)
+
+    def __getitem__(self, index: Union[int, slice]):
+        n = len(self)
+        if isinstance(index, slice):
+            start, stop, step = index.indices(n)
+            if step != 1:
+                raise ValueError("SeedList slices must be contiguous (step 1)")
+            out: List[range] = []
+            k = bisect.bisect_right(self._ends, start)
+            while start < stop and k < len(self.ranges):
+                offset = self._ends[k] - len(self.ranges[k])
+                out.append(self.ranges[k][start - offset: stop - offset])
+                start = self._ends[k]
+                k += 1
+            return SeedList(out)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError("SeedList index out of range")
+        k = bisect.bisect_right(self._ends, index)
+        return self.ranges[k][index - (self._ends[k] - len(self.ranges[k]))]
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, SeedList):
+            return self.ranges == other.ranges
+        if isinstance(other, (list, tuple, range)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    def __str__(self) -> str:
+        return ",".join(str(r.start) if len(r) == 1 else f"{r.start}-{r.stop - 1}" for r in self.ranges)
+
+    def __repr__(self) -> str:
+        return f"SeedList({str(self)!r})"
+
+
+def parse_int_list(spec: str, what: str = "seeds") -> SeedList:
+    """Parse ``'0-7,12'`` into the seeds 0, 1, ..., 7, 12 (ranges inclusive, order kept), as a :class:`SeedList`."""
+    ranges: List[range] = []
     if spec is None or not str(spec).strip():
         raise StyleforgeError(f"--{what}: empty list; use e.g. '0-7,12'")
     for part in str(spec).split(","):
@@ -66,12 +178,12 @@ def parse_int_list(spec: str, what: str = "seeds") -> List[int]:
         b = int(m.group(2)) if m.group(2) is not None else a
         if b < a:
             raise StyleforgeError(f"--{what}: range {part.strip()!r} runs backwards; write it as '{b}-{a}'")
-        out.extend(range(a, b + 1))
-    return out
+        ranges.append(range(a, b + 1))
+    return SeedList(ranges)
 
 
 class IntListParam(click.ParamType):
-    """click type for ``0-7,12`` style lists."""
+    """click type for ``0-7,12`` style lists (a :class:`SeedList`: ranges stay ranges)."""
 
     name = "LIST"
 
@@ -81,30 +193,45 @@ class IntListParam(click.ParamType):
         self.max_value = max_value
 
     def convert(self, value, param, ctx):
-        if isinstance(value, list):
+        if isinstance(value, (SeedList, list)):
             return value
         try:
             vals = parse_int_list(value, self.what)
         except StyleforgeError as e:
             self.fail(str(e).split(": ", 1)[1], param, ctx)
-        for v in vals:
-            if (self.min_value is not None and v < self.min_value) or (self.max_value is not None and v > self.max_value):
-                self.fail(f"value {v} is outside [{self.min_value}, {self.max_value}]", param, ctx)
+        for r in vals.ranges:
+            for v in (r.start, r.stop - 1):
+                if (self.min_value is not None and v < self.min_value) or (self.max_value is not None and v > self.max_value):
+                    self.fail(f"value {v} is outside [{self.min_value}, {self.max_value}]", param, ctx)
         return vals
+
+
+_SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP")
+
+
+def _slurm_shard() -> Optional[Tuple[int, int]]:
+    """The shard of a SLURM array task: ((ID - MIN) / STEP, COUNT); None outside an array job. Values that do
+    not make a shard are an error naming the variables (otherwise a task would silently do nothing, or all)."""
+    env = {k: os.environ.get(k) for k in _SLURM_VARS}
+    if env["SLURM_ARRAY_TASK_ID"] is None or env["SLURM_ARRAY_TASK_COUNT"] is None:
+        return None
+    shown = ", ".join(f"{k}={v}" for k, v in env.items() if v is not None)
+    try:
+        tid, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+        first, step = int(env["SLURM_ARRAY_TASK_MIN"] or 0), int(env["SLURM_ARRAY_TASK_STEP"] or 1)
+    except ValueError:
+        raise StyleforgeError(f"SLURM array variables are not integers ({shown}); pass --shard i/n") from None
+    i, rest = divmod(tid - first, max(step, 1))
+    if count < 1 or rest or not 0 <= i < count:
+        raise StyleforgeError(f"shard {i}/{count} from the SLURM array ({shown}) is out of range; use i/n with "
+                              "0 <= i < n: fix the --array range or pass --shard i/n")
+    return i, count
 
 
 def parse_shard(spec: Optional[str]) -> Tuple[int, int]:
     """``'3/10'`` -> (3, 10), 0-based index. Defaults from SLURM array variables, else (0, 1)."""
     if spec is None or spec == "":
-        tid = os.environ.get("SLURM_ARRAY_TASK_ID")
-        cnt = os.environ.get("SLURM_ARRAY_TASK_COUNT")
-        if tid is not None and cnt is not None:
-            try:
-                first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
-                return int(tid) - first, int(cnt)
-            except ValueError:
-                pass
-        return 0, 1
+        return _slurm_shard() or (0, 1)
     m = re.match(r"^\s*(\d+)\s*/\s*(\d+)\s*$", str(spec))
     if not m:
         raise StyleforgeError(f"--shard: cannot parse {spec!r}; use i/n with 0 <= i < n, e.g. 3/10")
@@ -114,12 +241,29 @@ def parse_shard(spec: Optional[str]) -> Tuple[int, int]:
     return i, n
 
 
-def shard_items(items: list, shard: Tuple[int, int]) -> list:
-    """The items of shard i of n (contiguous, balanced chunks; order kept)."""
+def shard_items(items: Sequence, shard: Tuple[int, int]) -> Sequence:
+    """The items of shard i of n (contiguous, balanced chunks; order kept). Only ``len`` and one slice are
+    used, so a :class:`SeedList` is cut without being expanded."""
     i, n = shard
     k, r = divmod(len(items), n)
     start = i * k + min(i, r)
     return items[start: start + k + (1 if i < r else 0)]
+
+
+def check_outdir(outdir: Union[str, os.PathLike]) -> Path:
+    """Check, without creating anything, that ``outdir`` is a writable folder or can be created as one (its
+    nearest existing ancestor is a writable folder). The tools call this before loading a network and create
+    the folder only when they write the first output, so a failed run leaves no empty folder behind."""
+    outdir = Path(outdir)
+    p = outdir
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    if not p.is_dir():
+        raise StyleforgeError(f"{outdir}: cannot create output folder ({p} is a file); choose another --outdir")
+    if not os.access(p, os.W_OK | os.X_OK):
+        where = "" if p == outdir else f" ({p} is not writable)"
+        raise StyleforgeError(f"{outdir}: output folder is not writable{where}; choose another --outdir")
+    return outdir
 
 
 def resolve_device(name: Optional[str] = "auto"):
