@@ -5,10 +5,10 @@ from __future__ import annotations
 import click
 
 from ..errors import StyleforgeError
-from ..utils.cli import parse_shard, user_errors
+from ..utils.cli import parse_shard, command, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.option("-s", "--source", "sources", multiple=True, required=True, type=click.Path(), metavar="PATH",
               help="Photo or folder of photos (searched recursively). Repeat for several.")
 @click.option("-d", "--dest", required=True, type=click.Path(file_okay=False), metavar="DIR",

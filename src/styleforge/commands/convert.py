@@ -6,10 +6,10 @@ import json
 
 import click
 
-from ..utils.cli import user_errors
+from ..utils.cli import command, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.argument("src", metavar="SRC")
 @click.argument("dst", type=click.Path(dir_okay=False), metavar="DST.safetensors")
 @click.option("--allow-download", is_flag=True, default=None, help="Allow downloading SRC if it is a name or URL.")
@@ -38,7 +38,7 @@ def convert_cmd(src, dst, allow_download, only):
     click.echo(f"wrote {', '.join(bundle.networks)} to {dst}")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.argument("network", metavar="NETWORK")
 @user_errors
 def info_cmd(network):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..utils.cli import user_errors
+from ..utils.cli import command, user_errors
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 @click.option("--source", required=True, type=click.Path(), metavar="PATH",
               help="Folder of images (searched recursively; class subfolders become labels) or a .zip.")
 @click.option("--dest", required=True, type=click.Path(), metavar="PATH",

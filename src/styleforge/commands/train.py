@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..utils.cli import user_errors
+from ..utils.cli import command, user_errors
 
 _PRESETS = ["auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "cpu"]
 
@@ -23,7 +23,7 @@ def _metrics(ctx, param, value):
     return [m.strip() for m in value.split(",") if m.strip()]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@command()
 # General.
 @click.option("--outdir", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Where to make the run folders (<outdir>/00000-<desc>/).")
