@@ -1,7 +1,8 @@
 """Render docs/augment_examples.png: one astronaut image under each ADA augmentation of the 'bgc' set.
 
-Rows 1-12: a single op, its parameter swept over six quantiles of its distribution (percentile mode: the op always
-fires). For xflip / rotate90 / lumaflip the quantile picks the discrete choice, so some cells are the identity.
+Rows 1-12: a single op, its parameter swept over six quantiles of its distribution (the official debug_percentile
+mode: the op always fires). For xflip / rotate90 / lumaflip the quantile picks the discrete choice, so some cells are
+the identity.
 Row 13: the full 'bgc' pipe, random draws with p = 1. Row 14: 'bgc' with p = 0.3 (a typical ADA value).
 
     .venv/bin/python benchmarks/augment_examples.py [--out docs/augment_examples.png] [--size 80]
@@ -47,7 +48,7 @@ def main() -> None:
     t0 = time.time()
     for op in AUGPIPE_PRESETS["bgc"]:
         pipe = AugmentPipe({op: 1.0})
-        cells = [pipe(x, percentile=q)[0] for q in QUANTILES]
+        cells = [pipe(x, debug_percentile=q)[0] for q in QUANTILES]
         rows.append((op, cells))
     g = torch.Generator().manual_seed(args.seed)
     for p in (1.0, 0.3):

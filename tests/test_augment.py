@@ -15,7 +15,9 @@ from styleforge.train.augment import (
     SYM6_LOWPASS,
     AdaptiveP,
     AugmentConfig,
+    OPS,
     AugmentPipe,
+    ReplayDraws,
     affine_warp,
     make_augment,
 )
@@ -62,7 +64,7 @@ def test_presets_and_config_roundtrip():
     assert set(AUGPIPE_PRESETS["bg"]) == set(AUGPIPE_PRESETS["blit"]) | set(AUGPIPE_PRESETS["geom"])
     assert len(AUGPIPE_PRESETS["bgc"]) == 12
 
-    cfg = AugmentConfig.from_preset("bgc", rotate_max=0.5, interpolation="bicubic")
+    cfg = AugmentConfig.from_preset("bgc", rotate_max=0.5, imgfilter_bands=[1, 0, 1, 1])
     d = cfg.to_dict()
     assert json.loads(json.dumps(d)) == d  # plain data
     assert AugmentConfig.from_dict(d) == cfg
@@ -78,7 +80,11 @@ def test_presets_and_config_roundtrip():
     with pytest.raises(ValueError):
         AugmentConfig(xflip=-1)
     with pytest.raises(ValueError):
-        AugmentConfig(interpolation="nearest-ish")
+        AugmentConfig(imgfilter_bands=[1, 1])
+    # configs stored by earlier versions name the warp they used; accepted when it is this one's
+    assert AugmentConfig.from_dict({"xflip": 1, "geom_filter": "sym6", "interpolation": "bilinear"}).xflip == 1
+    with pytest.raises(ValueError):
+        AugmentConfig.from_dict({"xflip": 1, "interpolation": "bicubic"})
     with pytest.raises(KeyError):
         AugmentPipe("bgcfnc")
 
@@ -86,8 +92,12 @@ def test_presets_and_config_roundtrip():
 def test_official_kwargs_conversion():
     kw = dict(AUGPIPE_PRESETS["bgc"], imgfilter=0, noise=0, cutout=0, imgfilter_bands=[1, 1, 1, 1], noise_std=0.1)
     assert AugmentConfig.from_official_kwargs(kw) == AugmentConfig.from_preset("bgc")
+    # every official op (the 'bgcfnc' set) and magnitude has its field
+    kw = dict(AUGPIPE_PRESETS["bgc"], imgfilter=1, noise=1, cutout=1, imgfilter_bands=[1, 1, 0, 1], cutout_size=0.25)
+    cfg = AugmentConfig.from_official_kwargs(kw)
+    assert cfg.enabled_ops() == OPS and cfg.imgfilter_bands == [1.0, 1.0, 0.0, 1.0] and cfg.cutout_size == 0.25
     with pytest.raises(ValueError):
-        AugmentConfig.from_official_kwargs({"xflip": 1, "noise": 1})
+        AugmentConfig.from_official_kwargs({"xflip": 1, "blur": 1})
 
 
 def test_p_is_a_buffer_and_round_trips():
@@ -120,11 +130,13 @@ def test_sym6_filter_is_orthogonal_lowpass():
 
 
 @pytest.mark.parametrize("preset", ["noaug", "blit", "geom", "color", "bg", "bgc"])
-def test_p0_is_exact_identity(preset):
+def test_p0_leaves_images_up_to_resampling_rounding(preset):
+    """As in the official pipe, p = 0 still runs the geometric resampling (whenever a geometric op is enabled) and
+    the identity colour matrix: not bit-exact, but the symlet up/down pair reconstructs perfectly."""
     x = smooth_images(6, 3, 12, 20)
-    pipe = AugmentPipe(preset, p=0.0)
-    y = pipe(x, generator=gen(1))
-    assert torch.equal(y, x)
+    y = AugmentPipe(preset, p=0.0)(x, generator=gen(1))
+    assert (y - x).abs().max() < 1e-5
+    assert torch.equal(y, x) == (preset in ("noaug", "color"))
 
 
 def test_noaug_and_empty_batch():
@@ -144,46 +156,38 @@ def test_each_op_changes_images_and_keeps_shape_dtype(op):
         assert not torch.equal(y, x), f"{op} with p=1 left the whole batch unchanged"
 
 
-def test_xflip_p1_is_a_flip():
-    x = smooth_images(32, 3, 8, 12)
-    y = AugmentPipe(xflip=1, p=1.0)(x, generator=gen(0))
-    flipped = 0
-    for i in range(len(x)):
-        if torch.equal(y[i], x[i].flip(-1)):
-            flipped += 1
-        else:
-            assert torch.equal(y[i], x[i])
-    # the op fires on every sample, and mirrors half of them (the paper's xflip draws flip/no-flip uniformly)
-    assert 0 < flipped < len(x)
+def _rms_interior(a, b, border=8):
+    return (a - b)[..., border:-border, border:-border].square().mean().sqrt().item()
 
 
-@pytest.mark.parametrize("shape", [(10, 10), (9, 9)])
-def test_rotate90_is_an_exact_permutation(shape):
-    h, w = shape
-    x = smooth_images(64, 3, h, w, dtype=torch.float64)
-    y = AugmentPipe(rotate90=1, p=1.0)(x, generator=gen(5))
-    seen = set()
-    for i in range(len(x)):
-        ks = [k for k in range(4) if torch.equal(y[i], torch.rot90(x[i], k, dims=(1, 2)))]
-        assert len(ks) == 1, f"sample {i} is not an exact quarter turn"
-        seen.add(ks[0])
-    assert seen == {0, 1, 2, 3}
+def test_flips_and_quarter_turns_are_close_to_but_not_exact_permutations(astronaut64):
+    """Official behaviour: xflip and rotate90 go through the filtered warp, and the symlet-6 filter is not
+    symmetric, so they move content by a fraction of a pixel (RMS ~0.02 on a smooth photo, not 0)."""
+    x = astronaut64
+    cases = [("xflip", 0.75, x.flip(3)), ("rotate90", 0.25, torch.rot90(x, 1, dims=(2, 3))),
+             ("rotate90", 0.75, torch.rot90(x, 3, dims=(2, 3))), ("xflip", 0.25, x)]
+    for op, d, ref in cases:
+        y = AugmentPipe({op: 1})(x, debug_percentile=d)
+        rms = _rms_interior(y, ref)
+        assert (rms < 1e-5) if ref is x else (1e-3 < rms < 0.03), (op, d, rms)
+    # with random draws: xflip mirrors about half of the images it fires on
+    y = AugmentPipe(xflip=1, p=1.0)(x.expand(32, -1, -1, -1), generator=gen(0))
+    flipped = sum(_rms_interior(y[i], x[0].flip(2)) < 0.03 for i in range(32))
+    assert 0 < flipped < 32
 
 
-def test_xint_is_an_exact_shift_with_mirrored_border():
+def test_xint_is_a_shift_with_mirrored_border():
     x = smooth_images(16, 1, 16, 16, dtype=torch.float64)
     pipe = AugmentPipe(xint=1, p=1.0)
     y = pipe(x, generator=gen(2))
-    G, _ = pipe.sample_transforms(16, 16, 16, 1, generator=gen(2))
+    G = pipe.sample_params(16, 16, 16, 1, generator=gen(2)).G_inv
     for i in range(16):
         tx, ty = -int(G[i, 0, 2]), -int(G[i, 1, 2])  # content shift
         assert abs(tx) <= 2 and abs(ty) <= 2  # 0.125 * 16
-        # interior of the shifted image equals the input, exactly
+        # interior of the shifted image equals the input up to float rounding (the official pipe: ~2e-6)
         src = x[i, :, max(0, -ty): 16 - max(0, ty), max(0, -tx): 16 - max(0, tx)]
         dst = y[i, :, max(0, ty): 16 - max(0, -ty), max(0, tx): 16 - max(0, -tx)]
-        assert torch.equal(src, dst)
-        # every output value comes from the input (reflect padding invents nothing)
-        assert torch.isin(y[i], x[i]).all()
+        assert (src - dst).abs().max() < 1e-5
 
 
 def test_brightness_and_contrast_statistics():
@@ -236,10 +240,11 @@ def test_lumaflip_hue_saturation_geometry_of_colour():
 def test_op_fires_with_probability_p_times_multiplier(op):
     n, p, mult = 4000, 0.5, 0.6
     pipe = AugmentPipe({op: mult}, p=p)
-    G, C = pipe.sample_transforms(n, 32, 32, 3, generator=gen(7))
-    geom_changed = ~(G == torch.eye(3, dtype=G.dtype)).flatten(1).all(1)
-    color_changed = ~(C == torch.eye(4, dtype=C.dtype)).flatten(1).all(1)
-    changed = geom_changed | color_changed
+    prm = pipe.sample_params(n, 32, 32, 3, generator=gen(7))
+    changed = torch.zeros(n, dtype=torch.bool)
+    for m in (prm.G_inv, prm.C):
+        if m is not None:  # (the identity colour matrix of saturation is only identity up to rounding)
+            changed |= (m - torch.eye(m.shape[-1])).abs().flatten(1).amax(1) > 1e-6
     rate = changed.double().mean().item()
     expected = p * mult * (0.5 if op == "xflip" else 1.0)  # xflip: half of the firings choose "no flip"
     assert abs(rate - expected) < 0.03, (op, rate, expected)
@@ -248,8 +253,8 @@ def test_op_fires_with_probability_p_times_multiplier(op):
 def test_rng_stream_does_not_depend_on_p():
     """Changing p must not reshuffle the other ops' draws: samples that fire at low p fire identically at high p."""
     pipe = AugmentPipe(brightness=1, contrast=1)
-    _, C_lo = pipe.sample_transforms(500, 8, 8, 3, generator=gen(0), p=0.2)
-    _, C_hi = pipe.sample_transforms(500, 8, 8, 3, generator=gen(0), p=0.9)
+    C_lo = pipe.sample_params(500, 8, 8, 3, generator=gen(0), p=0.2).C
+    C_hi = pipe.sample_params(500, 8, 8, 3, generator=gen(0), p=0.9).C
     fired_lo = ~(C_lo == torch.eye(4, dtype=C_lo.dtype)).flatten(1).all(1)
     b_lo, b_hi = C_lo[:, 0, 3], C_hi[:, 0, 3]
     both = fired_lo & (b_lo != 0)
@@ -269,38 +274,32 @@ def _rot(theta):
     return torch.tensor([[[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]], dtype=torch.float64)
 
 
-@pytest.mark.parametrize("geom_filter", ["sym6", "none"])
-def test_filtered_warp_identity_and_whole_pixel_shift(geom_filter, astronaut64):
+def test_warp_identity_and_whole_pixel_shift(astronaut64):
     x = astronaut64.double()
-    y = affine_warp(x, torch.eye(3, dtype=torch.float64)[None], geom_filter=geom_filter)
+    y = affine_warp(x, torch.eye(3)[None])
     assert (y - x).abs().max() < 1e-5  # orthogonal filter: up + down = identity (float32 grid rounding only)
-    T = torch.eye(3, dtype=torch.float64)[None].clone()
+    T = torch.eye(3)[None].clone()
     T[0, 0, 2], T[0, 1, 2] = -3.0, 2.0  # content moves 3 px right, 2 px up
-    y = affine_warp(x, T, geom_filter=geom_filter)
+    y = affine_warp(x, T)
     ref = torch.roll(x, shifts=(-2, 3), dims=(2, 3))
     assert (y - ref)[..., 4:-4, 4:-4].abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("geom_filter", ["sym6", "none"])
-def test_filtered_warp_pivots_on_the_image_centre(geom_filter, astronaut64):
-    """A quarter turn through the general (interpolating) path matches torch.rot90 in the interior."""
-    x = astronaut64.double()
+def test_warp_quarter_turns_pivot_on_the_image_centre(astronaut64):
+    """A quarter turn through the warp matches torch.rot90 in the interior up to the symlet's phase."""
+    x = astronaut64
     for k in (1, 2, 3):
-        y = affine_warp(x, _rot(-k * math.pi / 2), geom_filter=geom_filter)
-        ref = torch.rot90(x, 4 - k, dims=(2, 3))
-        err = (y - ref)[..., 8:-8, 8:-8]
-        rms = err.square().mean().sqrt().item()
-        # 'none' samples exactly on the pixel grid; sym6 is off only by its non-linear phase
-        assert rms < (1e-5 if geom_filter == "none" else 0.03), (k, rms)
+        y = affine_warp(x, _rot(-k * math.pi / 2).float())
+        assert _rms_interior(y, torch.rot90(x, 4 - k, dims=(2, 3))) < 0.03, k
 
 
-def test_filtered_warp_large_zoom_out_stays_finite(astronaut64):
-    G = torch.eye(3, dtype=torch.float64)[None].repeat(2, 1, 1)
-    G[0, :2, :2] *= 3.0  # content shrinks 3x: needs more border than one reflection
+def test_warp_large_zoom_out_stays_finite(astronaut64):
+    G = torch.eye(3)[None].repeat(2, 1, 1)
+    G[0, :2, :2] *= 3.0  # content shrinks 3x: needs more border than one reflection (zeros beyond, as official)
     G[1, :2, :2] *= 0.25  # content grows 4x
-    y = affine_warp(astronaut64.expand(2, -1, -1, -1), G, interpolation="bicubic")
+    y = affine_warp(astronaut64.expand(2, -1, -1, -1), G)
     assert y.shape == (2, 3, 64, 64) and torch.isfinite(y).all()
-    assert y.abs().max() < 1.5  # reflection border, no zero-filled holes or blow-ups beyond bicubic ringing
+    assert y.abs().max() < 1.5  # (the low-pass rings at the edge of the zero border)
 
 
 def test_non_square_images():
@@ -381,11 +380,38 @@ def test_deterministic_under_fixed_seed():
     assert torch.equal(d, e)
 
 
-def test_percentile_mode_fires_every_op():
-    pipe = AugmentPipe("bgc", p=0.0)  # p is irrelevant in percentile mode
-    G, C = pipe.sample_transforms(2, 16, 16, 3, percentile=0.9)
-    assert not torch.equal(G[0], torch.eye(3, dtype=G.dtype)) and not torch.equal(C[0], torch.eye(4, dtype=C.dtype))
-    assert torch.equal(G[0], G[1]) and torch.equal(C[0], C[1])
+def test_debug_percentile_fires_every_op_and_ignores_the_draws():
+    pipe = AugmentPipe("bgc", p=0.0, imgfilter=1, cutout=1)  # p is irrelevant in debug mode
+    a = pipe.sample_params(2, 32, 32, 3, generator=gen(0), debug_percentile=0.9)
+    b = pipe.sample_params(2, 32, 32, 3, generator=gen(1), debug_percentile=0.9)
+    assert not torch.equal(a.G_inv[0], torch.eye(3)) and not torch.equal(a.C[0], torch.eye(4))
+    for x, y in [(a.G_inv, b.G_inv), (a.C, b.C), (a.filters, b.filters), (a.cutout[0], b.cutout[0])]:
+        assert torch.equal(x, y) and torch.equal(x[0], x[1])  # same for every image, whatever was drawn
+    # the debug values of the official table: xint (2d - 1) * 0.125 of the size, cutout centre (d, d)
+    assert a.G_inv[0, 0, 2] != 0 and torch.equal(a.cutout[1], torch.full([2, 2, 1, 1, 1], 0.9))
+
+
+def test_replayed_draws_reproduce_a_seeded_forward():
+    x = smooth_images(3, 3, 24, 24)
+    pipe = AugmentPipe("bgc", p=0.7, imgfilter=1, noise=1, cutout=1)
+    log = []
+
+    class Recorder:
+        def rand(self, *shape):
+            log.append(("rand", torch.rand(shape, generator=g)))
+            return log[-1][1]
+
+        def randn(self, *shape):
+            log.append(("randn", torch.randn(shape, generator=g)))
+            return log[-1][1]
+
+    g = gen(8)
+    ref = pipe(x, generator=gen(8))
+    assert torch.equal(pipe(x, draws=Recorder()), ref)
+    replay = ReplayDraws(log)
+    assert torch.equal(pipe(x, draws=replay), ref) and replay.finished()
+    with pytest.raises(RuntimeError, match="draw #0 is randn"):
+        pipe(x, draws=ReplayDraws([("randn", torch.zeros(3))]))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -453,7 +479,8 @@ def test_adaptive_p_paper_rate():
     for _ in range(steps - steps % 4):
         ada.accumulate(torch.ones(batch))
         ada.step(batch)
-    assert ada.p == pytest.approx((steps - steps % 4) * batch / 500_000, rel=1e-9)
+    # p is summed in float32, as in the official loop: 1952 additions of 0.000512 drift by ~3e-4 relative
+    assert ada.p == pytest.approx((steps - steps % 4) * batch / 500_000, rel=1e-3)
 
 
 def test_adaptive_p_state_round_trip():
@@ -498,3 +525,18 @@ def test_make_augment_modes():
         make_augment("fixed", "bgc")
     with pytest.raises(ValueError):
         make_augment("sometimes")
+
+
+def test_adaptive_p_adds_in_float32_like_the_official_buffer():
+    """The official loop adds each adjustment to the pipe's float32 p buffer (``p = max(p + adjust, 0)`` on that
+    buffer); over many adjustments that sum drifts away from a float64 one, and ours must drift the same way."""
+    pipe = AugmentPipe("bgc")
+    ada = AdaptiveP(pipe, target=0.6, interval=1, ada_kimg=500)
+    p = torch.zeros([])  # the official buffer
+    for i in range(1000):
+        r = 1.0 if i % 5 else -1.0  # mostly up, sometimes down
+        ada.accumulate(torch.full([3], r))
+        ada.step(64)
+        p.copy_((p + r * 64 / 500_000).max(torch.zeros([])))
+    assert pipe.p.item() == p.item() and ada.p == p.item()
+    assert abs(p.item() - 600 * 64 / 500_000) > 1e-7  # (the float64 sum: measurably elsewhere)

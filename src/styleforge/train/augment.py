@@ -1,89 +1,68 @@
-"""Adaptive discriminator augmentation (ADA): a differentiable, stochastic augmentation pipeline and its p controller.
+"""Adaptive discriminator augmentation (ADA): the augmentation pipeline and its p controller.
 
-This is a clean-room implementation of the augmentation scheme of Karras et al. 2020, "Training Generative
-Adversarial Networks with Limited Data" (appendix B), in plain PyTorch (no torchvision, no compiled ops).
+Karras et al. 2020, "Training Generative Adversarial Networks with Limited Data" (appendix B), in plain PyTorch (no
+torchvision, no compiled ops). The pipeline computes what the official StyleGAN2-ADA ``AugmentPipe`` computes, draw
+for draw: tests/test_augment_parity.py reproduces every case of the official fixtures (``augment_bgc``) within
+1e-4, seeded, with injected draws and in the official ``debug_percentile`` mode.
 
 What the pipeline does
 ----------------------
-Every image shown to the discriminator (reals *and* fakes) goes through :class:`AugmentPipe`. Each operation of the
-configured set fires independently per sample with probability ``p * multiplier``; ``p`` is a 0-dim float buffer
-(so it lives in ``state_dict`` and follows ``.to(device)``) and the multipliers come from a plain-data
-:class:`AugmentConfig`. Because each op is skipped with a positive probability, the augmented distribution still
-determines the clean one ("non-leaking") as long as ``p`` stays below roughly 0.8.
+Every image shown to the discriminator (reals *and* fakes) goes through :class:`AugmentPipe`. Each enabled op fires
+per sample with probability ``p * multiplier`` (a draw ``u < multiplier * p``, float32); ``p`` is a 0-dim float32
+buffer (``state_dict``, follows ``.to(device)``), the multipliers and magnitudes live in :class:`AugmentConfig`
+(the official keyword names and defaults). Ops, in the order they act:
 
-The 'bgc' set, in the order the image content sees it:
-
-* pixel blitting - ``xflip`` (mirror left-right), ``rotate90`` (0/90/180/270 degrees), ``xint`` (integer
-  translation, uniform within +-``xint_max`` of the image size);
-* general geometry - ``scale`` (isotropic, ``2**N(0, scale_std)``), ``rotate`` (uniform angle within
-  +-``rotate_max`` half-turns, applied as a rotation before *and/or* after the anisotropic scaling, each with
-  probability ``1 - sqrt(1 - rotate*p)`` so that "at least one" has probability ``rotate*p``), ``aniso``
-  (``diag(s, 1/s)``, ``s = 2**N(0, aniso_std)``), ``xfrac`` (sub-pixel translation, ``N(0, xfrac_std)`` of the size);
-* colour - ``brightness`` (add ``N(0, brightness_std)``), ``contrast`` (multiply by ``2**N(0, contrast_std)``),
-  ``lumaflip`` (mirror the colour along the grey axis), ``hue`` (rotate around the grey axis, uniform within
-  +-``hue_max`` half-turns), ``saturation`` (scale the distance from the grey axis by ``2**N(0, saturation_std)``).
-
-For the two ops with a discrete choice (flips) the choice includes "do nothing": ``xflip`` mirrors half of the
-samples it fires on and ``rotate90`` picks one of the four quarter turns, 0 included. So with ``p = 1`` an ``xflip``
-pipe mirrors ~50 % of the batch, as in the paper.
-
-Images are expected in the StyleGAN range ``[-1, 1]`` (grey 0 is the centre of brightness/contrast).
+* pixel blitting - ``xflip`` (mirror left-right, half of the firings), ``rotate90`` (0/90/180/270 degrees),
+  ``xint`` (translation by whole pixels, uniform within +-``xint_max`` of the size);
+* general geometry - ``scale`` (isotropic, ``2**N(0, scale_std)``), ``rotate`` (uniform within +-``rotate_max``
+  half-turns, before and/or after ``aniso``, each with probability ``1 - sqrt(1 - rotate*p)``), ``aniso``
+  (``diag(s, 1/s)``, ``s = 2**N(0, aniso_std)``), ``xfrac`` (translation by ``N(0, xfrac_std)`` of the size);
+* colour - ``brightness`` (add ``N(0, brightness_std)``), ``contrast`` (times ``2**N(0, contrast_std)``),
+  ``lumaflip`` (mirror along the grey axis, half of the firings), ``hue`` (rotation around the grey axis, uniform
+  within +-``hue_max`` half-turns), ``saturation`` (chroma times ``2**N(0, saturation_std)``);
+* ``imgfilter`` - per band of a 4-band filter bank a gain ``2**N(0, imgfilter_std)``, power-normalised;
+* ``noise`` - additive Gaussian noise with per-image sigma ``|N(0, noise_std)|``;
+* ``cutout`` - zero a ``cutout_size`` square (fraction of the size) at a uniform position.
 
 How it is computed
 ------------------
-*Geometry.* All geometric draws of a sample are composed into one 3x3 homogeneous matrix that maps an output pixel
-position (pixel units, origin at the image centre, x right, y down) to the input position it must be read from.
-Samples are then split three ways:
+*Draws.* Every enabled op makes its draws (float32, CPU, torch's generator: ``generator`` or the global one) on every
+call, whatever ``p`` is, whether it fires or not, in the op order above; the gate draw follows the value draw (except
+cutout: gate, then centre). ``draws=`` replaces the source (any object with ``rand(*shape)`` / ``randn(*shape)``,
+e.g. :class:`ReplayDraws`), to replay recorded numbers. ``debug_percentile=d`` (the official deterministic testing
+mode) overwrites every op's parameter by a value derived from ``d`` after the draws, for every image.
 
-1. identity matrix  -> the sample is passed through untouched (bit-exact, so ``p = 0`` is an exact identity);
-2. integer matrix (flips, quarter turns, whole-pixel shifts only) -> an exact gather of pixels, with
-   mirror ("reflect") indexing outside the image;
-3. anything else -> the filtered warp below.
+*Geometry.* The geometric draws compose one inverse matrix per image (output pixel -> input pixel, pixel units
+around the image centre), ``G_inv = G_inv @ step``. Whenever a geometric op is enabled (also at ``p = 0``) the batch
+is warped: reflect-padded by the margin the mapped corners need (plus 6 px, at most size - 1), upsampled 2x with the
+normalised 12-tap symlet-6 low-pass (zero insertion, gain 4), resampled by ``grid_sample`` (bilinear, zero padding,
+``align_corners=False``) onto a 2x grid 6 px larger per side, then filtered with the same taps and decimated back.
+The symlet is not symmetric, so even flips and quarter turns move content by a fraction of a pixel (as in the
+official pipe; ``xflip`` differs from an exact mirror by up to ~0.2).
 
-The filtered warp follows the quality recipe of the paper: reflect-pad the image far enough that the warped frame
-plus the filter supports stay inside it, upsample 2x with a high-quality low-pass filter (the 12-tap orthogonal
-symlet-6 wavelet low-pass), resample the transform with ``grid_sample`` (bilinear by default, bicubic optional) on a
-slightly enlarged 2x output grid, and low-pass + decimate back with the mirrored filter, cropping the border.
-Because the symlet is orthogonal, "upsample then downsample" is an exact identity, so translations by whole pixels
-and other grid-aligned transforms do not blur. The filter is not symmetric, so the upsampled content sits about
-half a 2x-pixel off-centre; the warp is conjugated with that shift (``SYM6_DELAY``) so rotations and scalings pivot
-around the true image centre (exact quarter turns through this path match ``torch.rot90`` to ~0.015 RMS; the rest
-is the symlet's non-linear phase). Where a transform would need more border than one reflection can give (extreme
-zoom-out), ``grid_sample`` continues with reflection instead of filling zeros. ``AugmentConfig(geom_filter='none')``
-skips the 2x over-sampling (faster, more aliasing).
+*Colour.* The colour draws compose one 4x4 matrix acting on ``(r, g, b, 1)`` (``C = step @ C``), applied whenever
+a colour op is enabled; grey images are treated as ``(l, l, l)`` and averaged back (hue and saturation neither draw
+nor act on them). Then ``imgfilter`` (separable 43-tap filter, reflect padding), ``noise``, ``cutout``.
 
-*Colour.* All colour draws are composed into one 4x4 homogeneous matrix acting on ``(r, g, b, 1)``. Grey-scale
-images are treated as ``(l, l, l)``, transformed, and averaged back to one channel; hue and saturation do nothing
-on them. Other channel counts are rejected when a colour op is enabled.
-
-Every step (padding, filtering, ``grid_sample``, gathers, the colour matmul) is differentiable w.r.t. the images,
-including double backward (R1 through the augmentation).
-
-Randomness
-----------
-All random parameters are drawn on the CPU in float64, from ``generator`` when given (a CPU ``torch.Generator``) or
-from the global CPU RNG (``torch.manual_seed``). The same seed therefore gives the same augmentation on any device.
-Each enabled op always consumes its random numbers, whatever ``p`` is, so changing ``p`` does not reshuffle the
-draws of the other ops.
+Everything is differentiable w.r.t. the images, double backward included (R1 through the augmentation).
 
 Controller
 ----------
-:class:`AdaptiveP` implements the ADA heuristic: accumulate ``sign(D(real))`` over the discriminator's real batches;
-every ``interval`` training steps set ``r_t`` to their mean and move ``p`` by
-``sign(r_t - target) * images_in_interval / (ada_kimg * 1000)``, never below 0. With a constant batch size the step
-is ``batch * interval / (ada_kimg * 1000)``, the paper's "p can go from 0 to 1 in ada_kimg thousand images".
-
-Modes: :func:`make_augment` builds ``'ada'`` (pipe + controller, p starts at 0), ``'fixed'`` (pipe with a constant
-p) and ``'noaug'`` (nothing).
+:class:`AdaptiveP`: accumulate ``sign(D(real))`` over the real batches; every ``interval`` steps move ``p`` by
+``sign(r_t - target) * images / (ada_kimg * 1000)`` in float32 (as the official loop updates its float32 buffer),
+never below 0 (no upper clamp). :func:`make_augment` builds ``'ada'`` (pipe + controller, p starts at 0),
+``'fixed'`` (pipe with a constant p) and ``'noaug'`` (nothing).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,37 +72,31 @@ __all__ = [
     "AugmentConfig",
     "AugmentPipe",
     "AdaptiveP",
+    "ReplayDraws",
     "make_augment",
     "affine_warp",
+    "filter_bank",
     "SYM6_LOWPASS",
 ]
 
 # ----------------------------------------------------------------------------------------------------------
 # Constants.
 
-# Symlet-6 ("least asymmetric" Daubechies wavelet with 6 vanishing moments) decomposition low-pass filter, the
-# standard tabulated values (e.g. PyWavelets' ``Wavelet('sym6').dec_lo``). Orthogonal: sum f[k] f[k+2n] = delta(n),
-# sum f = sqrt(2). tests/test_augment.py checks these properties.
+# Symlet-6 decomposition low-pass filter, the standard tabulated values (e.g. PyWavelets' ``Wavelet('sym6').dec_lo``).
+# Orthogonal: sum f[k] f[k+2n] = delta(n), sum f = sqrt(2). tests/test_augment.py checks these properties.
 SYM6_LOWPASS = (
     0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
     0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
     -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148,
 )
-
-# Delay of the 2x upsampler built from SYM6_LOWPASS, in 2x-grid pixels, relative to a symmetric filter of the same
-# length (the sign: content lands this much *before* where a symmetric filter would put it). The symlet is not
-# linear-phase: its group delay is -0.40 at DC and -0.5 to -0.9 across the rest of the 2x passband. -0.5 is what
-# makes exact 90/180-degree turns through the filtered warp closest to torch.rot90 on natural images (scan over
-# -0.40...-0.70 on five skimage photos at 64 and 128 px: RMS error minimal at -0.5, 0.014 in [-1, 1] units).
-SYM6_DELAY = -0.5
-
-_GEOM_FILTERS = {"sym6": (SYM6_LOWPASS, SYM6_DELAY), "none": None}
-_INTERPOLATIONS = ("bilinear", "bicubic")
+# Symlet-2 (= Daubechies-2) decomposition low-pass filter, the prototype of the imgfilter bank.
+SYM2_LOWPASS = (-0.12940952255092145, 0.22414386804185735, 0.836516303737469, 0.48296291314469025)
 
 _BLIT_OPS = ("xflip", "rotate90", "xint")
 _GEOM_OPS = ("scale", "rotate", "aniso", "xfrac")
 _COLOR_OPS = ("brightness", "contrast", "lumaflip", "hue", "saturation")
-OPS = _BLIT_OPS + _GEOM_OPS + _COLOR_OPS
+_OTHER_OPS = ("imgfilter", "noise", "cutout")
+OPS = _BLIT_OPS + _GEOM_OPS + _COLOR_OPS + _OTHER_OPS
 
 # Named op sets: probability multipliers (1 = enabled). 'noaug' enables nothing.
 AUGPIPE_PRESETS: Dict[str, Dict[str, float]] = {
@@ -135,6 +108,36 @@ AUGPIPE_PRESETS: Dict[str, Dict[str, float]] = {
     "bgc": {k: 1.0 for k in _BLIT_OPS + _GEOM_OPS + _COLOR_OPS},
 }
 
+# Settings of earlier styleforge versions (a different warp), accepted in stored configs with these values only.
+_LEGACY_SETTINGS = {"geom_filter": "sym6", "interpolation": "bilinear"}
+
+
+def _geom_taps() -> torch.Tensor:
+    """The geometric low-pass: SYM6_LOWPASS in float32, normalised to sum 1 (in float32)."""
+    f = torch.tensor(SYM6_LOWPASS, dtype=torch.float32)
+    return f / f.sum()
+
+
+def filter_bank(levels: int = 3) -> torch.Tensor:
+    """The imgfilter bank [levels + 1, taps] (float32): an undecimated dyadic split of the spectrum built from
+    the symlet-2 half-band pair. Row 0 is the low-pass residual, row ``levels`` the highest band.
+
+    Level by level, every existing row is dilated by 2 (zeros between taps) and smoothed with the zero-phase
+    low-pass ``lo * lo_reversed / 2``, and a new row holding the zero-phase high-pass ``hi * hi_reversed / 2``
+    (``hi[k] = (-1)^k lo[k]``) at the centre is appended. Lengths 1 -> 7 -> 19 -> 43 taps.
+    """
+    lo = np.asarray(SYM2_LOWPASS, dtype=np.float64)
+    hi = lo * (-1.0) ** np.arange(lo.size)
+    lo2, hi2 = np.convolve(lo, lo[::-1]) / 2, np.convolve(hi, hi[::-1]) / 2
+    rows = [np.ones(1)]
+    for _ in range(levels):
+        rows = [np.convolve(np.stack([r, np.zeros_like(r)], axis=1).ravel()[:-1], lo2) for r in rows]
+        band = np.zeros(rows[0].size)
+        start = (band.size - hi2.size) // 2
+        band[start: start + hi2.size] = hi2
+        rows.append(band)
+    return torch.tensor(np.stack(rows), dtype=torch.float32)
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Config.
@@ -144,8 +147,8 @@ AUGPIPE_PRESETS: Dict[str, Dict[str, float]] = {
 class AugmentConfig:
     """Plain-data description of an :class:`AugmentPipe` (JSON-able via :meth:`to_dict`).
 
-    Op fields are probability multipliers (0 disables the op; the firing probability is ``p * multiplier``). The
-    ``*_max`` / ``*_std`` fields are magnitudes with the paper's defaults. Names match the official AugmentPipe
+    Op fields are probability multipliers (0 disables the op; it fires where a uniform draw is below
+    ``multiplier * p``). The other fields are magnitudes. Names and defaults are those of the official AugmentPipe
     keyword arguments, so an official ``init_kwargs`` dict converts with :meth:`from_official_kwargs`.
     """
 
@@ -173,32 +176,36 @@ class AugmentConfig:
     contrast_std: float = 0.5  # log2 std of the gain
     hue_max: float = 1.0  # max hue angle in half-turns
     saturation_std: float = 1.0  # log2 std of the saturation gain
-    # Implementation of the geometric warp.
-    geom_filter: str = "sym6"  # 'sym6' = 2x over-sampling with the symlet low-pass; 'none' = direct grid_sample
-    interpolation: str = "bilinear"  # grid_sample mode: 'bilinear' or 'bicubic'
+    # Image-space filtering.
+    imgfilter: float = 0.0
+    imgfilter_bands: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0, 1.0])  # per-band multipliers
+    imgfilter_std: float = 1.0  # log2 std of each band's gain
+    # Image-space corruptions.
+    noise: float = 0.0
+    cutout: float = 0.0
+    noise_std: float = 0.1  # std of the per-image noise sigma
+    cutout_size: float = 0.5  # side of the cutout square, fraction of the image size
 
     def validate(self) -> None:
         for f in dataclasses.fields(self):
-            if f.name in ("geom_filter", "interpolation"):
-                continue
-            v = getattr(self, f.name)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
-                raise ValueError(f"AugmentConfig.{f.name} must be a finite number >= 0, got {v!r}")
-        if self.geom_filter not in _GEOM_FILTERS:
-            raise ValueError(
-                f"AugmentConfig.geom_filter must be one of {sorted(_GEOM_FILTERS)}, got {self.geom_filter!r}"
-            )
-        if self.interpolation not in _INTERPOLATIONS:
-            raise ValueError(
-                f"AugmentConfig.interpolation must be one of {_INTERPOLATIONS}, got {self.interpolation!r}"
-            )
+            values = getattr(self, f.name)
+            if f.name == "imgfilter_bands":
+                if not isinstance(values, list) or len(values) != 4:
+                    raise ValueError(f"AugmentConfig.imgfilter_bands must be a list of 4 numbers, got {values!r}")
+            else:
+                values = [values]
+            for v in values:
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                    got = getattr(self, f.name)
+                    raise ValueError(f"AugmentConfig.{f.name} must be finite numbers >= 0, got {got!r}")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
-            if f.name not in ("geom_filter", "interpolation"):
-                v = getattr(self, f.name)
-                if isinstance(v, int) and not isinstance(v, bool):
-                    setattr(self, f.name, float(v))
+            v = getattr(self, f.name)
+            if f.name == "imgfilter_bands" and isinstance(v, (list, tuple)):
+                setattr(self, f.name, [float(b) if isinstance(b, int) and not isinstance(b, bool) else b for b in v])
+            elif isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, f.name, float(v))
         self.validate()
 
     # -- conversion -------------------------------------------------------------------------------------
@@ -212,11 +219,15 @@ class AugmentConfig:
             return d
         if not isinstance(d, Mapping):
             raise TypeError(f"AugmentConfig expects a mapping, got {type(d).__name__}")
+        d = dict(d)
+        for k, v in _LEGACY_SETTINGS.items():
+            if k in d and d[k] == v:
+                del d[k]
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"AugmentConfig: unknown settings {sorted(unknown)}")
-        return cls(**dict(d))
+        return cls(**d)
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> "AugmentConfig":
@@ -226,20 +237,13 @@ class AugmentConfig:
 
     @classmethod
     def from_official_kwargs(cls, kwargs: Mapping[str, Any]) -> "AugmentConfig":
-        """Convert the ``init_kwargs`` of an official AugmentPipe. Ops we do not implement (imgfilter, noise,
-        cutout) are accepted only when disabled; their magnitude settings are ignored."""
-        ours = {f.name for f in dataclasses.fields(cls)} - {"geom_filter", "interpolation"}
-        unsupported_ops = ("imgfilter", "noise", "cutout")
-        ignored = {"imgfilter_bands", "imgfilter_std", "noise_std", "cutout_size"}
+        """Convert the ``init_kwargs`` of an official AugmentPipe (every official setting has a field here)."""
+        names = {f.name for f in dataclasses.fields(cls)}
         d = {}
         for k, v in kwargs.items():
-            if k in ours:
-                d[k] = float(v)
-            elif k in unsupported_ops:
-                if float(v) != 0:
-                    raise ValueError(f"augment op {k!r} is not implemented by styleforge (multiplier {v})")
-            elif k not in ignored:
+            if k not in names:
                 raise ValueError(f"unknown official augment setting {k!r}")
+            d[k] = [float(b) for b in v] if k == "imgfilter_bands" else float(v)
         return cls(**d)
 
     # -- queries -----------------------------------------------------------------------------------------
@@ -268,76 +272,114 @@ def _resolve_config(config: ConfigLike, overrides: Dict[str, Any]) -> AugmentCon
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Batched homogeneous matrices (float64, CPU). Shapes [n, 3, 3] (2-D) and [n, 4, 4] (colour).
+# Batched homogeneous matrices (float32, CPU): [n, 3, 3] in 2-D, [n, 4, 4] for colours. Each takes per-sample
+# tensors [n] (or Python numbers, broadcast to n).
 
 
 def _eye(n: int, k: int) -> torch.Tensor:
-    return torch.eye(k, dtype=torch.float64).repeat(n, 1, 1)
+    return torch.eye(k).repeat(n, 1, 1)
 
 
-def _translate2(tx: torch.Tensor, ty: torch.Tensor) -> torch.Tensor:
-    m = _eye(tx.shape[0], 3)
-    m[:, 0, 2] = tx
-    m[:, 1, 2] = ty
+def _per_sample(n: int, *values) -> List[torch.Tensor]:
+    return [torch.as_tensor(v, dtype=torch.float32).reshape(-1).expand(n) for v in values]
+
+
+def _translate2(n: int, tx, ty) -> torch.Tensor:
+    m = _eye(n, 3)
+    m[:, 0, 2], m[:, 1, 2] = _per_sample(n, tx, ty)
     return m
 
 
-def _scale2(sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:
-    m = _eye(sx.shape[0], 3)
-    m[:, 0, 0] = sx
-    m[:, 1, 1] = sy
+def _scale2(n: int, sx, sy) -> torch.Tensor:
+    m = _eye(n, 3)
+    m[:, 0, 0], m[:, 1, 1] = _per_sample(n, sx, sy)
     return m
 
 
-def _rotate2(cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    m = _eye(cos.shape[0], 3)
-    m[:, 0, 0] = cos
-    m[:, 0, 1] = -sin
-    m[:, 1, 0] = sin
-    m[:, 1, 1] = cos
+def _rotate2(theta: torch.Tensor) -> torch.Tensor:
+    """Counter-clockwise in a y-up frame (in image coordinates, y down: clockwise) by ``theta`` [n]."""
+    c, s = torch.cos(theta), torch.sin(theta)
+    m = _eye(theta.shape[0], 3)
+    m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1] = c, -s, s, c
+    return m
+
+
+def _translate3(b: torch.Tensor) -> torch.Tensor:
+    m = _eye(b.shape[0], 4)
+    m[:, :3, 3] = b[:, None]
+    return m
+
+
+def _scale3(s: torch.Tensor) -> torch.Tensor:
+    m = _eye(s.shape[0], 4)
+    m[:, 0, 0] = m[:, 1, 1] = m[:, 2, 2] = s
+    return m
+
+
+def _rotate3(axis: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Rotation by ``theta`` [n] around the unit ``axis`` (first 3 entries of a [4] vector), Rodrigues' formula."""
+    a = axis[:3]
+    c, s = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
+    cross = torch.zeros(3, 3)  # cross-product matrix: cross @ x == a x x
+    cross[0, 1], cross[0, 2], cross[1, 0], cross[1, 2], cross[2, 0], cross[2, 1] = -a[2], a[1], a[2], -a[0], -a[1], a[0]
+    m = _eye(theta.shape[0], 4)
+    m[:, :3, :3] = torch.outer(a, a) * (1 - c) + torch.eye(3) * c + cross * s
     return m
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Random draws.
+# Sources of random numbers.
 
 
-class _Draws:
-    """Source of the per-sample random numbers.
+class _TorchDraws:
+    """The normal source: torch's CPU generator (``generator``, or the global one seeded by ``torch.manual_seed``)."""
 
-    Normal mode draws from ``generator`` (or the global CPU RNG). ``percentile`` mode replaces every draw by a fixed
-    quantile ``q`` of its distribution and makes every enabled op fire: used for illustrations and debugging.
+    def __init__(self, generator: Optional[torch.Generator] = None):
+        if generator is not None and generator.device.type != "cpu":
+            raise ValueError("AugmentPipe draws its parameters on the CPU: pass a CPU torch.Generator")
+        self.generator = generator
+
+    def rand(self, *shape: int) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator)
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator)
+
+
+class ReplayDraws:
+    """Hands out given numbers in place of random draws, in order (replaying a recorded forward pass).
+
+    ``draws``: a sequence of ``(call, values)`` with call ``'rand'`` or ``'randn'``; each request must match the next
+    entry's call and shape. :meth:`finished` tells whether all were used.
     """
 
-    def __init__(self, n: int, generator: Optional[torch.Generator], percentile: Optional[float]):
-        self.n = n
-        self.g = generator
-        self.q = None if percentile is None else min(max(float(percentile), 1e-6), 1.0 - 1e-6)
+    def __init__(self, draws: Sequence[Tuple[str, Any]]):
+        self._draws = [(call, torch.as_tensor(np.asarray(v), dtype=torch.float32)) for call, v in draws]
+        self._next = 0
 
-    def uniform(self, *shape: int) -> torch.Tensor:
-        if self.q is not None:
-            return torch.full((self.n, *shape), self.q, dtype=torch.float64)
-        return torch.rand((self.n, *shape), generator=self.g, dtype=torch.float64)
+    def _take(self, call: str, shape: Tuple[int, ...]) -> torch.Tensor:
+        if self._next >= len(self._draws):
+            raise RuntimeError(f"ReplayDraws: draw #{self._next} ({call} {list(shape)}) requested, "
+                               f"only {len(self._draws)} given")
+        want, values = self._draws[self._next]
+        if want != call or tuple(values.shape) != tuple(shape):
+            raise RuntimeError(f"ReplayDraws: draw #{self._next} is {want} {list(values.shape)}, "
+                               f"the pipe asked for {call} {list(shape)}")
+        self._next += 1
+        return values.clone()
 
-    def normal(self, *shape: int) -> torch.Tensor:
-        if self.q is not None:
-            z = math.sqrt(2.0) * torch.erfinv(torch.tensor(2.0 * self.q - 1.0, dtype=torch.float64))
-            return torch.full((self.n, *shape), float(z), dtype=torch.float64)
-        return torch.randn((self.n, *shape), generator=self.g, dtype=torch.float64)
+    def rand(self, *shape: int) -> torch.Tensor:
+        return self._take("rand", shape)
 
-    def choice(self, k: int) -> torch.Tensor:
-        """Uniform integer in [0, k)."""
-        return (self.uniform() * k).floor().clamp_(max=k - 1).long()
+    def randn(self, *shape: int) -> torch.Tensor:
+        return self._take("randn", shape)
 
-    def fires(self, prob: float) -> torch.Tensor:
-        """Bernoulli(prob) per sample (always True in percentile mode)."""
-        if self.q is not None:
-            return torch.ones(self.n, dtype=torch.bool)
-        return torch.rand(self.n, generator=self.g, dtype=torch.float64) < prob
+    def finished(self) -> bool:
+        return self._next == len(self._draws)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Resampling helpers.
+# Resampling helpers (the FIR conventions of upfirdn2d: zero insertion, padding, true convolution).
 
 
 def _fir_up2_axis(x: torch.Tensor, taps, dim: int) -> torch.Tensor:
@@ -399,123 +441,83 @@ def _downsample2x(x: torch.Tensor, taps, crop: int) -> torch.Tensor:
     return _fir_down2_axis(_fir_down2_axis(x, taps, dim=3, pad=pad), taps, dim=2, pad=pad)
 
 
-def _reflect_index(i: torch.Tensor, n: int) -> torch.Tensor:
-    """Mirror integer indices into [0, n) like ``F.pad(mode='reflect')`` (edge pixel not repeated), any distance."""
-    if n == 1:
-        return torch.zeros_like(i)
-    period = 2 * (n - 1)
-    i = torch.remainder(i, period)
-    return torch.where(i >= n, period - i, i)
+def affine_warp(images: torch.Tensor, inv_matrix: torch.Tensor) -> torch.Tensor:
+    """The geometric step of the pipe: resample ``images`` [n, c, h, w] through per-sample 3x3 matrices.
 
-
-def _blit(x: torch.Tensor, lin: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
-    """Exact pixel gather: output pixel (row i, col j) reads input (row, col) = lin @ (j, i) + off, mirrored at borders.
-
-    ``lin`` [n,2,2] and ``off`` [n,2] are integer tensors, rows ordered (x, y).
-    """
-    n, c, h, w = x.shape
-    dev = x.device
-    lin = lin.to(dev)
-    off = off.to(dev)
-    jj = torch.arange(w, device=dev).view(1, 1, w)
-    ii = torch.arange(h, device=dev).view(1, h, 1)
-    sx = lin[:, 0, 0].view(n, 1, 1) * jj + lin[:, 0, 1].view(n, 1, 1) * ii + off[:, 0].view(n, 1, 1)
-    sy = lin[:, 1, 0].view(n, 1, 1) * jj + lin[:, 1, 1].view(n, 1, 1) * ii + off[:, 1].view(n, 1, 1)
-    flat = _reflect_index(sy, h) * w + _reflect_index(sx, w)  # [n, h, w]
-    flat = flat.reshape(n, 1, h * w).expand(n, c, h * w)
-    return x.reshape(n, c, h * w).gather(2, flat).reshape(n, c, h, w)
-
-
-def affine_warp(
-    images: torch.Tensor,
-    inv_matrix: torch.Tensor,
-    *,
-    geom_filter: str = "sym6",
-    interpolation: str = "bilinear",
-) -> torch.Tensor:
-    """Resample ``images`` [n,c,h,w] through per-sample 3x3 matrices with the filtered warp (no exact shortcuts).
-
-    ``inv_matrix`` [n,3,3] maps an output pixel position to the input position it reads, in pixel units with the
-    origin at the image centre (x right, y down). See the module docstring for the method.
+    ``inv_matrix`` [n, 3, 3] maps an output pixel position to the input position it reads, in pixel units with the
+    origin at the image centre (x right, y down). Computed as the module docstring says: one reflect margin for the
+    whole batch, 2x symlet-6 up-sampling, bilinear ``grid_sample`` with zero padding, symlet-6 down-sampling.
     """
     if images.ndim != 4:
         raise ValueError(f"expected images [N, C, H, W], got shape {tuple(images.shape)}")
-    if geom_filter not in _GEOM_FILTERS:
-        raise ValueError(f"geom_filter must be one of {sorted(_GEOM_FILTERS)}, got {geom_filter!r}")
     n, c, h, w = images.shape
-    G = inv_matrix.detach().to(dtype=torch.float64, device="cpu")
-    spec = _GEOM_FILTERS[geom_filter]
-    taps, delay = None, 0.0
-    if spec is not None:
-        total = math.fsum(spec[0])
-        taps = [t / total for t in spec[0]]
-        delay = spec[1]
-    interp_support = 2 if interpolation == "bicubic" else 1  # input pixels the kernel reaches past a sample point
+    G = inv_matrix.detach().to(device="cpu", dtype=torch.float32)
+    taps = _geom_taps()
+    border = taps.numel() // 4  # the 2x grid reaches this many pixels past each side (cropped by the decimation)
+    taps = taps.tolist()
 
-    if taps is not None:
-        k = len(taps)
-        m = k // 4  # output border (output pixels) so the decimation filter sees valid samples
-        support = math.ceil(k / 4) + 1  # upsampling-filter + interpolation reach, in input pixels
-    else:
-        m = 0
-        support = interp_support
-
-    # Border needed around the input: where do the (enlarged) output corners land?
+    # Reflect margin: how far outside the image the mapped corners read, plus the filters' reach.
     cx, cy = (w - 1) / 2, (h - 1) / 2
-    corners = torch.tensor(
-        [[-cx - m, -cy - m, 1.0], [cx + m, -cy - m, 1.0], [cx + m, cy + m, 1.0], [-cx - m, cy + m, 1.0]],
-        dtype=torch.float64,
-    )
-    pts = G @ corners.T  # [n, 3, 4]
-    px, py = pts[:, 0, :], pts[:, 1, :]
-    need = [
-        float(-px.min()) - cx,  # left
-        float(px.max()) - cx,  # right
-        float(-py.min()) - cy,  # top
-        float(py.max()) - cy,  # bottom
-    ]
-    lim = [w - 1, w - 1, h - 1, h - 1]  # one reflection at most; grid_sample reflects further if needed
-    mx0, mx1, my0, my1 = [int(min(max(math.ceil(v + support - 1e-9), 0), L)) for v, L in zip(need, lim)]
-    x = images
-    if mx0 or mx1 or my0 or my1:
-        x = F.pad(x, [mx0, mx1, my0, my1], mode="reflect")
-    hp, wp = h + my0 + my1, w + mx0 + mx1
-    pad_shift = _translate2(torch.tensor([(mx0 - mx1) / 2]), torch.tensor([(my0 - my1) / 2]))
+    corners = torch.tensor([[-cx, -cy, 1], [cx, -cy, 1], [cx, cy, 1], [-cx, cy, 1]], dtype=torch.float32)
+    reach = (G @ corners.t())[:, :2, :].permute(1, 0, 2).flatten(1)  # [xy, n * 4]
+    margin = torch.cat([-reach, reach]).max(dim=1).values  # [left, top, right, bottom]
+    margin = margin + torch.tensor([border * 2 - cx, border * 2 - cy] * 2, dtype=torch.float32)
+    margin = margin.max(torch.zeros(4)).min(torch.tensor([w - 1, h - 1] * 2, dtype=torch.float32))
+    mx0, my0, mx1, my1 = (int(v) for v in margin.ceil())
 
-    def scale(sx, sy):
-        return _scale2(torch.tensor([float(sx)]), torch.tensor([float(sy)]))
+    x = F.pad(images, [mx0, mx1, my0, my1], mode="reflect")
+    G = _translate2(n, (mx0 - mx1) / 2, (my0 - my1) / 2) @ G  # centre of the padded image
+    x = _upsample2x(x, taps)
+    G = _scale2(n, 2, 2) @ G @ _scale2(n, 1 / 2, 1 / 2)  # 2x pixel units ...
+    G = _translate2(n, -0.5, -0.5) @ G @ _translate2(n, 0.5, 0.5)  # ... whose pixel centres sit half a pixel off
+    hout, wout = (h + border * 2) * 2, (w + border * 2) * 2
+    # normalised coordinates of grid_sample (align_corners=False) on both sides
+    G = _scale2(n, 2 / x.shape[3], 2 / x.shape[2]) @ G @ _scale2(n, 1 / (2 / wout), 1 / (2 / hout))
+    theta = G[:, :2, :].to(device=x.device, dtype=x.dtype)
+    grid = F.affine_grid(theta, [n, c, hout, wout], align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return _downsample2x(x, taps, crop=border * 2)
 
-    if taps is not None:
-        x = _upsample2x(x, taps)
-        hin, win = 2 * hp, 2 * wp
-        hout, wout = 2 * (h + 2 * m), 2 * (w + 2 * m)
-        d = delay  # conjugate the warp with the filter delay so it pivots on the true centre
-        shift = _translate2(torch.tensor([d]), torch.tensor([d]))
-        unshift = _translate2(torch.tensor([-d]), torch.tensor([-d]))
-        # output-grid normalised -> 2x output px -> output px -> input px -> padded px -> 2x padded px -> normalised
-        M = scale(2 / win, 2 / hin) @ shift @ scale(2, 2) @ pad_shift @ G
-        M = M @ scale(0.5, 0.5) @ unshift @ scale(wout / 2, hout / 2)
-    else:
-        hin, win, hout, wout = hp, wp, h, w
-        M = scale(2 / win, 2 / hin) @ pad_shift @ G @ scale(wout / 2, hout / 2)
 
-    # Sampling grid (what F.affine_grid(align_corners=False) builds), by broadcasting instead of a batched matmul.
-    theta = M[:, :2, :].to(dtype=x.dtype, device=x.device)
-    gx = (torch.arange(wout, dtype=x.dtype, device=x.device) * 2 + 1) / wout - 1
-    gy = (torch.arange(hout, dtype=x.dtype, device=x.device) * 2 + 1) / hout - 1
-    gx, gy = gx.view(1, 1, wout), gy.view(1, hout, 1)
-    t = theta.view(n, 2, 3, 1, 1)
-    sx = t[:, 0, 0] * gx + t[:, 0, 1] * gy + t[:, 0, 2]
-    sy = t[:, 1, 0] * gx + t[:, 1, 1] * gy + t[:, 1, 2]
-    grid = torch.stack([sx, sy], dim=3)
-    y = F.grid_sample(x, grid, mode=interpolation, padding_mode="reflection", align_corners=False)
-    if taps is not None:
-        y = _downsample2x(y, taps, crop=2 * m)
-    return y
+@functools.lru_cache(maxsize=None)
+def _imgfilter_bank() -> torch.Tensor:
+    return filter_bank()
+
+
+def _apply_filters(x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
+    """Separable cross-correlation of each image with its own filter [n, taps] (width, then height), reflect pad."""
+    n, c, h, w = x.shape
+    r = filters.shape[1] // 2
+    if min(h, w) <= r:
+        raise ValueError(f"imgfilter needs images larger than {r} pixels (reflect padding), got {h}x{w}")
+    k = filters.to(device=x.device, dtype=x.dtype).repeat_interleave(c, dim=0)  # [n * c, taps]
+    y = F.pad(x.reshape(1, n * c, h, w), [r, r, r, r], mode="reflect")
+    y = F.conv2d(y, k[:, None, None, :], groups=n * c)
+    y = F.conv2d(y, k[:, None, :, None], groups=n * c)
+    return y.reshape(n, c, h, w)
+
+
+def _cutout_mask(size: torch.Tensor, centre: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """[n, 1, h, w] float mask: 0 inside each image's rectangle (``size``/``centre`` [n, 2, 1, 1, 1], x then y)."""
+    fx = (torch.arange(w).reshape(1, 1, 1, w) + 0.5) / w
+    fy = (torch.arange(h).reshape(1, 1, h, 1) + 0.5) / h
+    outside_x = (fx - centre[:, 0]).abs() >= size[:, 0] / 2
+    outside_y = (fy - centre[:, 1]).abs() >= size[:, 1] / 2
+    return torch.logical_or(outside_x, outside_y).to(torch.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The pipeline.
+
+
+class AugmentParams(NamedTuple):
+    """Everything one forward pass drew (CPU, float32); None where the op group is off."""
+
+    G_inv: Optional[torch.Tensor]  # [n, 3, 3] output -> input pixel position (any geometric op enabled)
+    C: Optional[torch.Tensor]  # [n, 4, 4] colour matrix on (r, g, b, 1)
+    filters: Optional[torch.Tensor]  # [n, taps] imgfilter kernels
+    noise: Optional[Tuple[torch.Tensor, torch.Tensor]]  # (sigma [n, 1, 1, 1], unit noise [n, c, h, w])
+    cutout: Optional[Tuple[torch.Tensor, torch.Tensor]]  # (size, centre), each [n, 2, 1, 1, 1]
 
 
 class AugmentPipe(nn.Module):
@@ -551,146 +553,139 @@ class AugmentPipe(nn.Module):
 
     def extra_repr(self) -> str:
         ops = ", ".join(f"{k}={getattr(self.config, k):g}" for k in self.config.enabled_ops()) or "no ops"
-        cfg = self.config
-        return f"p={float(self.p):.4f}, {ops}, geom_filter={cfg.geom_filter}, interpolation={cfg.interpolation}"
+        return f"p={float(self.p):.4f}, {ops}"
 
     # -- parameter sampling ------------------------------------------------------------------------------
 
-    def sample_transforms(
+    def sample_params(
         self,
         batch_size: int,
         height: int,
         width: int,
         num_channels: int = 3,
+        *,
         generator: Optional[torch.Generator] = None,
-        percentile: Optional[float] = None,
+        draws: Any = None,
+        debug_percentile: Optional[float] = None,
         p: Optional[float] = None,
-    ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Draw the per-sample transforms: ``(G_inv [n,3,3], C [n,4,4])`` in float64 on the CPU.
+    ) -> AugmentParams:
+        """Make all draws of one forward pass, in the official order, and turn them into :class:`AugmentParams`.
 
-        ``G_inv`` maps output pixel positions to input positions (centred pixel units, x right, y down); ``C`` maps
-        homogeneous colours ``(r, g, b, 1)`` to the output colour. ``p`` defaults to the buffer value.
+        ``draws``: the source of random numbers (default: torch's CPU generator, ``generator`` or the global one).
+        ``debug_percentile``: the official deterministic mode (module docstring). ``p`` defaults to the buffer.
         """
-        if generator is not None and generator.device.type != "cpu":
-            raise ValueError("AugmentPipe draws its parameters on the CPU: pass a CPU torch.Generator")
         cfg = self.config
         n = int(batch_size)
-        pv = float(self.p) if p is None else float(p)
-        rnd = _Draws(n, generator, percentile)
+        src = draws if draws is not None else _TorchDraws(generator)
+        p = self.p.detach().to("cpu", torch.float32) if p is None else torch.tensor(float(p), dtype=torch.float32)
+        d = None if debug_percentile is None else torch.tensor(float(debug_percentile), dtype=torch.float32)
+        zeros, ones = torch.zeros_like, torch.ones_like
 
-        # ---- geometry: G_inv = F1^-1 F2^-1 ... Fk^-1 for content transforms F1 (first) ... Fk (last) ----
-        G = _eye(n, 3)
+        def gated(value: torch.Tensor, prob, neutral) -> torch.Tensor:
+            """``value`` where the op fires, else ``neutral``. The gate is the next draw: one per image, shaped
+            like ``value`` with dim 1 of size 1."""
+            u = src.rand(*(value.shape[:1] + (1,) + value.shape[2:] if value.ndim > 1 else value.shape))
+            return torch.where(u < prob, value, neutral(value))
 
+        def debug(value: torch.Tensor, fixed) -> torch.Tensor:
+            """debug_percentile: ``fixed(d)`` for every image (after the op's draws)."""
+            return value if d is None else torch.full_like(value, float(fixed(d)))
+
+        def quantile(std: float):  # d -> the d-quantile of N(0, std), divided by sqrt(2) as in the official code
+            return lambda q: torch.erfinv(q * 2 - 1) * std
+
+        # ---- geometry: G_inv = G_inv @ (inverse of each content transform), first op leftmost ----
+        G = _eye(n, 3) if any(getattr(cfg, k) > 0 for k in _BLIT_OPS + _GEOM_OPS) else None
         if cfg.xflip > 0:
-            flip = rnd.choice(2)
-            on = rnd.fires(cfg.xflip * pv)
-            sx = torch.where(on & (flip == 1), -1.0, 1.0).double()
-            G = G @ _scale2(sx, torch.ones(n, dtype=torch.float64))  # a flip is its own inverse
-
+            i = gated(torch.floor(src.rand(n) * 2), cfg.xflip * p, zeros)
+            i = debug(i, lambda q: torch.floor(q * 2))
+            G = G @ _scale2(n, 1 / (1 - 2 * i), 1)
         if cfg.rotate90 > 0:
-            quarter = rnd.choice(4)
-            on = rnd.fires(cfg.rotate90 * pv)
-            quarter = torch.where(on, quarter, torch.zeros_like(quarter))
-            # inverse of a rotation by quarter*90 degrees, with exact integer cos/sin
-            cos_t = torch.tensor([1.0, 0.0, -1.0, 0.0], dtype=torch.float64)[quarter]
-            sin_t = torch.tensor([0.0, 1.0, 0.0, -1.0], dtype=torch.float64)[quarter]
-            G = G @ _rotate2(cos_t, -sin_t)
-
+            i = gated(torch.floor(src.rand(n) * 4), cfg.rotate90 * p, zeros)
+            i = debug(i, lambda q: torch.floor(q * 4))
+            G = G @ _rotate2(math.pi / 2 * i)  # inverse of a content turn by -90 degrees * i
         if cfg.xint > 0:
-            t = (rnd.uniform(2) * 2 - 1) * cfg.xint_max
-            on = rnd.fires(cfg.xint * pv)
-            t = torch.where(on[:, None], t, torch.zeros_like(t))
-            tx, ty = torch.round(t[:, 0] * width), torch.round(t[:, 1] * height)
-            G = G @ _translate2(-tx, -ty)
-
+            t = gated((src.rand(n, 2) * 2 - 1) * cfg.xint_max, cfg.xint * p, zeros)  # one gate for both axes
+            t = debug(t, lambda q: (q * 2 - 1) * cfg.xint_max)
+            G = G @ _translate2(n, -torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height))
         if cfg.scale > 0:
-            s = torch.exp2(rnd.normal() * cfg.scale_std)
-            on = rnd.fires(cfg.scale * pv)
-            s = torch.where(on, s, torch.ones_like(s))
-            G = G @ _scale2(1 / s, 1 / s)
-
-        # The rotation may happen before and/or after the anisotropic scaling; each with p_rot so that
-        # P(at least one) = rotate * p.
-        p_rot = 1.0 - math.sqrt(min(max(1.0 - cfg.rotate * pv, 0.0), 1.0))
+            s = gated(torch.exp2(src.randn(n) * cfg.scale_std), cfg.scale * p, ones)
+            s = debug(s, lambda q: torch.exp2(quantile(cfg.scale_std)(q)))
+            G = G @ _scale2(n, 1 / s, 1 / s)
+        # rotation before and/or after aniso, each with p_rot, so that P(at least one) = rotate * p
+        p_rot = 1 - torch.sqrt((1 - cfg.rotate * p).clamp(0, 1))
         if cfg.rotate > 0:
-            theta = (rnd.uniform() * 2 - 1) * math.pi * cfg.rotate_max
-            on = rnd.fires(p_rot)
-            theta = torch.where(on, theta, torch.zeros_like(theta))
-            G = G @ _rotate2(torch.cos(theta), -torch.sin(theta))
-
+            theta = gated((src.rand(n) * 2 - 1) * math.pi * cfg.rotate_max, p_rot, zeros)
+            theta = debug(theta, lambda q: (q * 2 - 1) * math.pi * cfg.rotate_max)
+            G = G @ _rotate2(theta)  # inverse of a content rotation by -theta
         if cfg.aniso > 0:
-            s = torch.exp2(rnd.normal() * cfg.aniso_std)
-            on = rnd.fires(cfg.aniso * pv)
-            s = torch.where(on, s, torch.ones_like(s))
-            G = G @ _scale2(1 / s, s)
-
+            s = gated(torch.exp2(src.randn(n) * cfg.aniso_std), cfg.aniso * p, ones)
+            s = debug(s, lambda q: torch.exp2(quantile(cfg.aniso_std)(q)))
+            G = G @ _scale2(n, 1 / s, 1 / (1 / s))
         if cfg.rotate > 0:
-            theta = (rnd.uniform() * 2 - 1) * math.pi * cfg.rotate_max
-            on = rnd.fires(p_rot)
-            theta = torch.where(on, theta, torch.zeros_like(theta))
-            if percentile is not None:
-                theta = torch.zeros_like(theta)  # one rotation is enough for an illustration
-            G = G @ _rotate2(torch.cos(theta), -torch.sin(theta))
-
+            theta = gated((src.rand(n) * 2 - 1) * math.pi * cfg.rotate_max, p_rot, zeros)
+            theta = debug(theta, lambda q: 0.0)  # debug mode: the first rotation only
+            G = G @ _rotate2(theta)
         if cfg.xfrac > 0:
-            t = rnd.normal(2) * cfg.xfrac_std
-            on = rnd.fires(cfg.xfrac * pv)
-            t = torch.where(on[:, None], t, torch.zeros_like(t))
-            G = G @ _translate2(-t[:, 0] * width, -t[:, 1] * height)
+            t = gated(src.randn(n, 2) * cfg.xfrac_std, cfg.xfrac * p, zeros)
+            t = debug(t, quantile(cfg.xfrac_std))
+            G = G @ _translate2(n, -(t[:, 0] * width), -(t[:, 1] * height))
 
-        # ---- colour: C = Ck ... C2 C1 (brightness first, saturation last) ----
-        C = _eye(n, 4)
-        v = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=torch.float64) / math.sqrt(3.0)  # grey axis
-        vvT = torch.outer(v, v)
+        # ---- colour: C = step @ C ----
+        C = None
+        v = torch.tensor(np.asarray([1, 1, 1, 0]) / np.sqrt(3), dtype=torch.float32)  # grey axis
+        vv = torch.outer(v, v)
+
+        def colour(step: torch.Tensor) -> None:
+            nonlocal C
+            C = step if C is None else step @ C
 
         if cfg.brightness > 0:
-            b = rnd.normal() * cfg.brightness_std
-            on = rnd.fires(cfg.brightness * pv)
-            b = torch.where(on, b, torch.zeros_like(b))
-            T = _eye(n, 4)
-            T[:, :3, 3] = b[:, None]
-            C = T @ C
-
+            b = gated(src.randn(n) * cfg.brightness_std, cfg.brightness * p, zeros)
+            colour(_translate3(debug(b, quantile(cfg.brightness_std))))
         if cfg.contrast > 0:
-            s = torch.exp2(rnd.normal() * cfg.contrast_std)
-            on = rnd.fires(cfg.contrast * pv)
-            s = torch.where(on, s, torch.ones_like(s))
-            S = _eye(n, 4)
-            S[:, 0, 0] = S[:, 1, 1] = S[:, 2, 2] = s
-            C = S @ C
-
+            s = gated(torch.exp2(src.randn(n) * cfg.contrast_std), cfg.contrast * p, ones)
+            colour(_scale3(debug(s, lambda q: torch.exp2(quantile(cfg.contrast_std)(q)))))
         if cfg.lumaflip > 0:
-            flip = rnd.choice(2)
-            on = rnd.fires(cfg.lumaflip * pv)
-            f = (on & (flip == 1)).double()
-            C = (_eye(n, 4) - 2 * f[:, None, None] * vvT) @ C  # Householder mirror across the plane normal to v
+            i = gated(torch.floor(src.rand(n, 1, 1) * 2), cfg.lumaflip * p, zeros)
+            i = debug(i, lambda q: torch.floor(q * 2))
+            colour(torch.eye(4) - 2 * vv * i)  # Householder mirror across the plane normal to the grey axis
+        if cfg.hue > 0 and num_channels > 1:
+            theta = gated((src.rand(n) * 2 - 1) * math.pi * cfg.hue_max, cfg.hue * p, zeros)
+            colour(_rotate3(v, debug(theta, lambda q: (q * 2 - 1) * math.pi * cfg.hue_max)))
+        if cfg.saturation > 0 and num_channels > 1:
+            s = gated(torch.exp2(src.randn(n, 1, 1) * cfg.saturation_std), cfg.saturation * p, ones)
+            s = debug(s, lambda q: torch.exp2(quantile(cfg.saturation_std)(q)))
+            colour(vv + (torch.eye(4) - vv) * s)
 
-        if cfg.hue > 0:
-            theta = (rnd.uniform() * 2 - 1) * math.pi * cfg.hue_max
-            on = rnd.fires(cfg.hue * pv)
-            theta = torch.where(on, theta, torch.zeros_like(theta))
-            if num_channels > 1:
-                ct, st = torch.cos(theta)[:, None, None], torch.sin(theta)[:, None, None]
-                K = torch.zeros(4, 4, dtype=torch.float64)  # cross-product matrix of v
-                K[0, 1], K[0, 2], K[1, 0], K[1, 2], K[2, 0], K[2, 1] = -v[2], v[1], v[2], -v[0], -v[1], v[0]
-                R = ct * torch.eye(4, dtype=torch.float64) + st * K + (1 - ct) * vvT  # Rodrigues
-                R[:, 3, :] = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=torch.float64)
-                R[:, :3, 3] = 0.0
-                C = R @ C
+        # ---- image-space filter: per-band gains, each power-normalised against a 1/f spectrum ----
+        filters = None
+        if cfg.imgfilter > 0:
+            bank = _imgfilter_bank()
+            bands = bank.shape[0]
+            power = torch.tensor(np.asarray([10, 1, 1, 1]) / 13, dtype=torch.float32)
+            g = torch.ones(n, bands)
+            for i, strength in enumerate(cfg.imgfilter_bands):
+                t_i = gated(torch.exp2(src.randn(n) * cfg.imgfilter_std), cfg.imgfilter * p * strength, ones)
+                if strength > 0:  # (a disabled band never fires: its gain stays 1, in debug mode too)
+                    t_i = debug(t_i, lambda q: torch.exp2(quantile(cfg.imgfilter_std)(q)))
+                t = torch.ones(n, bands)
+                t[:, i] = t_i
+                g = g * (t / (power * t.square()).sum(dim=-1, keepdim=True).sqrt())
+            filters = g @ bank
 
-        if cfg.saturation > 0:
-            s = torch.exp2(rnd.normal() * cfg.saturation_std)
-            on = rnd.fires(cfg.saturation * pv)
-            s = torch.where(on, s, torch.ones_like(s))
-            if num_channels > 1:
-                P = torch.eye(4, dtype=torch.float64) - vvT  # projector onto the chroma plane (+ the homogeneous 1)
-                P[3, 3] = 0.0
-                Sm = vvT + s[:, None, None] * P
-                Sm[:, 3, 3] = 1.0
-                Sm = torch.where(on[:, None, None], Sm, torch.eye(4, dtype=torch.float64))  # exact identity if off
-                C = Sm @ C
-
-        return G, C
+        # ---- additive noise, cutout ----
+        noise = None
+        if cfg.noise > 0:
+            sigma = gated(src.randn(n, 1, 1, 1).abs() * cfg.noise_std, cfg.noise * p, zeros)
+            sigma = debug(sigma, lambda q: torch.erfinv(q) * cfg.noise_std)
+            noise = (sigma, src.randn(n, num_channels, height, width))
+        cutout = None
+        if cfg.cutout > 0:
+            size = gated(torch.full([n, 2, 1, 1, 1], cfg.cutout_size), cfg.cutout * p, zeros)  # gate drawn first
+            centre = src.rand(n, 2, 1, 1, 1)
+            cutout = (debug(size, lambda q: cfg.cutout_size), debug(centre, lambda q: q))
+        return AugmentParams(G, C, filters, noise, cutout)
 
     # -- application -------------------------------------------------------------------------------------
 
@@ -698,63 +693,32 @@ class AugmentPipe(nn.Module):
         self,
         images: torch.Tensor,
         generator: Optional[torch.Generator] = None,
-        percentile: Optional[float] = None,
+        debug_percentile: Optional[float] = None,
+        draws: Any = None,
     ) -> torch.Tensor:
-        """Augment ``images`` [N, C, H, W]. ``generator``: optional CPU generator for the draws. ``percentile``:
-        debug/illustration mode, every enabled op fires with its parameter at that quantile."""
+        """Augment ``images`` [N, C, H, W]. ``generator``: a CPU generator for the draws (default: the global one);
+        ``draws``: another source (e.g. :class:`ReplayDraws`); ``debug_percentile``: the official debug mode."""
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             raise ValueError(f"expected images [N, C, H, W], got {getattr(images, 'shape', type(images))}")
         n, c, h, w = images.shape
-        cfg = self.config
-        color_on = any(getattr(cfg, k) > 0 for k in _COLOR_OPS)
-        if color_on and c not in (1, 3):
+        if any(getattr(self.config, k) > 0 for k in _COLOR_OPS) and c not in (1, 3):
             raise ValueError(f"colour augmentations need 1 or 3 channels, got {c}")
         if not self.enabled or n == 0:
             return images
-        G, C = self.sample_transforms(n, h, w, c, generator=generator, percentile=percentile)
-
+        prm = self.sample_params(n, h, w, c, generator=generator, draws=draws, debug_percentile=debug_percentile)
         x = images
-        # ---- geometry ----
-        if any(getattr(cfg, k) > 0 for k in _BLIT_OPS + _GEOM_OPS):
-            x = self._apply_geometry(x, G)
-        # ---- colour ----
-        eye4 = torch.eye(4, dtype=torch.float64)
-        nonid = ~(C == eye4).flatten(1).all(dim=1)
-        if color_on and bool(nonid.any()):
-            x = self._apply_color(x, C)
+        if prm.G_inv is not None:
+            x = affine_warp(x, prm.G_inv)
+        if prm.C is not None:
+            x = self._apply_color(x, prm.C)
+        if prm.filters is not None:
+            x = _apply_filters(x, prm.filters)
+        if prm.noise is not None:
+            sigma, unit = prm.noise
+            x = x + unit.to(device=x.device, dtype=x.dtype) * sigma.to(device=x.device, dtype=x.dtype)
+        if prm.cutout is not None:
+            x = x * _cutout_mask(*prm.cutout, h, w).to(device=x.device, dtype=x.dtype)
         return x
-
-    def _apply_geometry(self, x: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        eye3 = torch.eye(3, dtype=torch.float64)
-        identity = (G == eye3).flatten(1).all(dim=1)
-        if bool(identity.all()):
-            return x
-        # Integer transforms (flips, quarter turns, whole-pixel shifts) become exact gathers.
-        lin = G[:, :2, :2]
-        cxy = torch.tensor([(w - 1) / 2, (h - 1) / 2], dtype=torch.float64)
-        off = G[:, :2, 2] + cxy - (lin @ cxy[:, None])[:, :, 0]  # input index of output pixel (0, 0)
-        tol = 1e-9
-        lin_r, off_r = lin.round(), off.round()
-        integer = ((lin - lin_r).abs() < tol).flatten(1).all(1) & ((off - off_r).abs() < tol).all(1)
-        integer = integer & ~identity
-        general = ~identity & ~integer
-
-        out = x
-        idx = integer.nonzero().flatten()
-        if idx.numel() > 0:
-            dev_idx = idx.to(x.device)
-            y = _blit(x.index_select(0, dev_idx), lin_r[idx].long(), off_r[idx].long())
-            out = out.index_copy(0, dev_idx, y)
-        idx = general.nonzero().flatten()
-        if idx.numel() > 0:
-            dev_idx = idx.to(x.device)
-            y = affine_warp(
-                x.index_select(0, dev_idx), G[idx],
-                geom_filter=self.config.geom_filter, interpolation=self.config.interpolation,
-            )
-            out = out.index_copy(0, dev_idx, y)
-        return out
 
     @staticmethod
     def _apply_color(x: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
@@ -786,10 +750,10 @@ class AdaptiveP:
         ada.step(batch_size)                 # once per training iteration (after the optimiser steps)
 
     Every ``interval`` calls of :meth:`step`, ``r_t`` becomes the mean sign accumulated since the last adjustment
-    and ``p += sign(r_t - target) * images / (ada_kimg * 1000)`` (``images`` = sum of ``batch_size`` over those
-    calls, = batch * interval for a constant batch), clamped to ``>= 0``. An interval without accumulated signs
-    leaves ``p`` unchanged. The new ``p`` is written into ``pipe.p`` when a pipe is attached. ``state_dict`` holds
-    plain numbers, including the partial interval, so a resumed run continues exactly.
+    and ``p += sign(r_t - target) * images / (ada_kimg * 1000)`` in float32 (``images`` = sum of ``batch_size``
+    over those calls, = batch * interval for a constant batch), clamped to ``>= 0``. An interval without
+    accumulated signs leaves ``p`` unchanged. The new ``p`` is written into ``pipe.p`` when a pipe is attached.
+    ``state_dict`` holds plain numbers, including the partial interval, so a resumed run continues exactly.
 
     For multi-process training reduce the accumulators across ranks before :meth:`step`
     (see :meth:`pending`/:meth:`set_pending`), or feed every rank's logits to one controller.
@@ -871,7 +835,9 @@ class AdaptiveP:
             r_t = float(self._sign_sum) / self._sign_count
             self.r_t = r_t
             direction = (r_t > self.target) - (r_t < self.target)
-            self._p = max(self._p + direction * self.adjustment_size(self._images), 0.0)
+            adjust = direction * self.adjustment_size(self._images)
+            # in float32, as the official loop adds to the pipe's float32 buffer (no upper clamp)
+            self._p = float((torch.tensor(self._p, dtype=torch.float32) + adjust).clamp(min=0))
             self.num_adjustments += 1
             adjusted = True
             self._push()
