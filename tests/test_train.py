@@ -6,6 +6,7 @@ CPU thread (faster than two for nets this small, and immune to a busy machine).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -538,7 +539,7 @@ def cb(tr):
     h.update(tr.augment_pipe.p.numpy().tobytes())
     digests.append(h.hexdigest())
 r = train(outdir=outdir, data=os.environ["DATA"], cfg="cpu", batch=8, kimg=0.048, kimg_per_tick=0.016, snap=2,
-          workers=0, overrides=json.loads(os.environ["TINY"]), echo=rank == 0, step_callback=cb, seed=3,
+          workers=1, overrides=json.loads(os.environ["TINY"]), echo=rank == 0, step_callback=cb, seed=3,
           target=0.2, mirror=True)
 mine = [w for w in writes if outdir in w]
 payload = json.dumps({"digests": digests, "writes": mine, "run_dir": str(r.run_dir)})
@@ -547,14 +548,43 @@ with builtins.open(result + f".rank{rank}", "w") as f:
 '''
 
 
+def _process_tree(pid: int) -> list:
+    """``pid`` and all its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for f in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in f.read_text().split()]
+    return out
+
+
+def _run_job(cmd, env, timeout):
+    """Run ``cmd`` in a session of its own; past ``timeout`` seconds kill the whole session and fail (a hung
+    rank or data-loader worker fails the test instead of hanging the suite or outliving it)."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        for pid in _process_tree(proc.pid):  # torchrun starts each rank in a session of its own
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{cmd[2:4]} did not exit within {timeout} s:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
 def test_torchrun_two_processes(data, tmp_path):
+    """Two ranks with a data-loader worker each: identical weights, only rank 0 writes, and the job exits."""
     driver = tmp_path / "driver.py"
     driver.write_text(TORCHRUN_DRIVER)
     out = tmp_path / "out"
     env = {**SUB_ENV, "DATA": str(data["digits"]), "TINY": json.dumps(TINY)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(driver), str(out), str(tmp_path / "result")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = _run_job(cmd, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = json.loads((tmp_path / "result.rank0").read_text())
     r1 = json.loads((tmp_path / "result.rank1").read_text())

@@ -81,6 +81,10 @@ class DistInfo:
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
         return t
 
+    def reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean of ``t`` over processes (a detached copy)."""
+        return self.all_reduce_sum(t.detach().clone()) / self.world
+
     def broadcast_object(self, obj: Any) -> Any:
         if self.world == 1 or not torch.distributed.is_initialized():
             return obj
@@ -388,7 +392,7 @@ class Trainer:
         self.loss = StyleGAN2Loss(
             self.G, self.D, self.augment_pipe, r1_gamma=opts.gamma, style_mixing_prob=opts.style_mixing_prob,
             pl_weight=opts.pl_weight, pl_batch_shrink=opts.pl_batch_shrink, pl_decay=opts.pl_decay,
-            fp16=opts.fp16, reduce_mean=self._reduce_mean if self.dist.world > 1 else None)
+            fp16=opts.fp16, reduce_mean=self.dist.reduce_mean if self.dist.world > 1 else None)
 
         self.phases: List[Phase] = []
         self.opt: Dict[str, torch.optim.Optimizer] = {}
@@ -418,11 +422,6 @@ class Trainer:
 
     # -- distributed helpers -----------------------------------------------------------------------------------------
 
-    def _reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.detach().clone()
-        self.dist.all_reduce_sum(t)
-        return t / self.dist.world
-
     def broadcast_weights(self) -> None:
         """Make every process start from rank 0's weights (cheap insurance on top of identical seeding)."""
         if self.dist.world == 1:
@@ -450,6 +449,19 @@ class Trainer:
         img, c = next(self._data_iter)
         img = img.to(self.device, non_blocking=True).to(torch.float32) / 127.5 - 1
         return img, c.to(self.device, non_blocking=True).float()
+
+    def close_data(self) -> None:
+        """Stop the data-loader workers now (the next step starts new ones where the data order has got to).
+
+        Never left to garbage collection: the workers ignore SIGTERM (see :func:`_loader_worker_init`), so a
+        loader still alive when Python exits makes multiprocessing's exit handler wait for them forever."""
+        it, self._data_iter = self._data_iter, None
+        if hasattr(it, "_shutdown_workers"):  # a multi-process iterator: what its __del__ would call
+            it._shutdown_workers()  # tells the workers to exit and joins them (SIGTERM after 5 s: ignored)
+            for w in it._workers:
+                if w.is_alive():  # stuck for 10 s: nothing else would ever end it
+                    w.kill()
+                    w.join()
 
     def _draw_latents(self):
         """(z, c) for every phase: [phases, batch_per_process, ...], the same global draw on every process."""
@@ -601,7 +613,7 @@ class Trainer:
         self.total_time = float(pr.get("total_time", 0.0))
         if "rng" in state:
             _set_rng_state(state["rng"])
-        self._data_iter = None
+        self.close_data()
         self.resumed = True
 
     def save_state(self, path: Optional[Path] = None) -> Optional[Path]:
@@ -749,7 +761,17 @@ class Trainer:
             tb.flush()
 
     def run(self) -> Dict[str, Any]:
-        """Train until ``kimg`` or a stop request. Returns a summary dict."""
+        """Train until ``kimg`` or a stop request. Returns a summary dict. The data-loader workers and the
+        TensorBoard writer are closed on the way out, however it is left."""
+        try:
+            return self._train_until_done()
+        finally:
+            self.close_data()
+            if self._tb:
+                self._tb.close()
+                self._tb = None
+
+    def _train_until_done(self) -> Dict[str, Any]:
         o = self.opts
         total_nimg = o.total_nimg
         self._start_time = time.time()
@@ -802,8 +824,6 @@ class Trainer:
                 self.log(f"stopped at {self.cur_nimg / 1000:g} kimg ({self.stop.reason}); state saved to "
                          f"{result['state']}; continue with --resume auto")
                 break
-        if self._tb:
-            self._tb.close()
         result.update(done=done, cur_nimg=self.cur_nimg)
         return result
 
