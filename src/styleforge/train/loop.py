@@ -312,11 +312,25 @@ def _set_rng_state(st: Dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
 
 
+def _first_sentence(e: BaseException) -> str:
+    """The first sentence of an exception's message (torch appends paragraphs of advice), or its type's name."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return re.split(r"(?<=\w)\. ", msg, maxsplit=1)[0].rstrip(".").replace("PytorchStreamReader ", "")
+
+
 def load_state_file(path: Path, map_location="cpu") -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here is a bad file for the user
-        raise StyleforgeError(f"{path}: not a readable styleforge training state ({str(e).splitlines()[0][:120]})") from None
+        reason = _first_sentence(e)
+        if not (isinstance(e, EOFError) or "zip archive" in reason):
+            raise StyleforgeError(f"{path}: not a styleforge training state ({reason}); pass a resume-state.pt "
+                                  "written by train.py") from None
+        snaps = sorted(Path(path).parent.glob("network-snapshot-*.safetensors"))
+        instead = (f"move it away and continue from the last snapshot with --resume {snaps[-1]} (optimiser state "
+                   "and progress start again)" if snaps else "move it away and start a new run")
+        raise StyleforgeError(f"{path}: truncated or corrupt training state ({reason}); it cannot be resumed: copy "
+                              f"it again if it was transferred, else {instead}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise StyleforgeError(f"{path}: a torch file, but not a styleforge training state")
     if int(state.get("version", 0)) > STATE_VERSION:
