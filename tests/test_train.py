@@ -6,6 +6,7 @@ CPU thread (faster than two for nets this small, and immune to a busy machine).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -538,7 +539,7 @@ def cb(tr):
     h.update(tr.augment_pipe.p.numpy().tobytes())
     digests.append(h.hexdigest())
 r = train(outdir=outdir, data=os.environ["DATA"], cfg="cpu", batch=8, kimg=0.048, kimg_per_tick=0.016, snap=2,
-          workers=0, overrides=json.loads(os.environ["TINY"]), echo=rank == 0, step_callback=cb, seed=3,
+          workers=1, overrides=json.loads(os.environ["TINY"]), echo=rank == 0, step_callback=cb, seed=3,
           target=0.2, mirror=True)
 mine = [w for w in writes if outdir in w]
 payload = json.dumps({"digests": digests, "writes": mine, "run_dir": str(r.run_dir)})
@@ -547,14 +548,51 @@ with builtins.open(result + f".rank{rank}", "w") as f:
 '''
 
 
+def _process_tree(pid: int) -> list:
+    """``pid`` and all its descendants (Linux /proc)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for f in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in f.read_text().split()]
+    return out
+
+
+def _signal_tree(pid: int, sig: int) -> None:
+    for p in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            os.kill(p, sig)
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def _start_job(cmd, env) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _finish_job(proc: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
+    """Wait for ``proc``; past ``timeout`` seconds kill it and all its descendants (torchrun starts each rank in a
+    session of its own) and fail: a hung rank or data-loader worker fails the test instead of hanging the suite."""
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _signal_tree(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"{proc.args[2:4]} did not exit within {timeout} s:\n{stdout[-2000:]}\n{stderr[-2000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
 def test_torchrun_two_processes(data, tmp_path):
+    """Two ranks with a data-loader worker each: identical weights, only rank 0 writes, and the job exits."""
     driver = tmp_path / "driver.py"
     driver.write_text(TORCHRUN_DRIVER)
     out = tmp_path / "out"
     env = {**SUB_ENV, "DATA": str(data["digits"]), "TINY": json.dumps(TINY)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(driver), str(out), str(tmp_path / "result")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = _finish_job(_start_job(TORCHRUN + [str(driver), str(out), str(tmp_path / "result")], env), timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     r0 = json.loads((tmp_path / "result.rank0").read_text())
     r1 = json.loads((tmp_path / "result.rank1").read_text())
@@ -577,6 +615,59 @@ def test_torchrun_two_processes(data, tmp_path):
     for line in two:
         assert all(math.isfinite(v["mean"]) for k, v in line.items() if k.startswith("Loss/"))
     assert one[0]["Loss/G/loss"]["num"] == two[0]["Loss/G/loss"]["num"]  # every sample reported once
+
+
+# Each rank through a shell that records how it exited, its output in files of its own (torchrun's own output is
+# interleaved with the ranks' otherwise). The shell traps the signals so that only the rank reacts to them.
+RANK_SHELL = 'trap : TERM INT; "$0" "$@" >"$RANK_DIR/out$RANK" 2>"$RANK_DIR/err$RANK"; echo $? >"$RANK_DIR/rc$RANK"'
+
+
+@pytest.mark.parametrize("to", ["agent", "job"])
+def test_torchrun_sigterm_saves_state_and_resumes(data, tmp_path, to):
+    """SIGTERM to torchrun alone (it forwards it to each rank and its loader workers) or to every process of the
+    job (SLURM preemption): each rank finishes the step and exits 0 without a traceback, rank 0 saved the state,
+    and --resume auto continues the run. (torchrun itself then reports the signal with a traceback and exits 1,
+    whatever the script does: that is its agent's behaviour, not asserted here.)"""
+    out, ranks = tmp_path / "o", tmp_path / "ranks"
+    ranks.mkdir()
+    args = ["--outdir", str(out), "--data", str(data["digits"]), "--cfg", "cpu", "--cbase", "256", "--cmax", "32",
+            "--batch", "8", "--kimg-per-tick", "0.016", "--snap", "100", "--workers", "1", "--gpus", "2"]
+    env = {**SUB_ENV, "RANK_DIR": str(ranks)}
+    proc = _start_job(TORCHRUN + ["--no-python", "bash", "-c", RANK_SHELL, sys.executable,
+                                  str(ROOT / "scripts" / "train.py"), "--kimg", "1"] + args, env)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = list(out.glob("*/stats.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before the signal"
+    if to == "agent":
+        os.kill(proc.pid, signal.SIGTERM)
+    else:
+        _signal_tree(proc.pid, signal.SIGTERM)
+    _finish_job(proc, timeout=120)
+    for r in (0, 1):
+        err = (ranks / f"err{r}").read_text()
+        rc = ranks / f"rc{r}"
+        assert rc.is_file(), f"rank {r} was killed (by torchrun, past its shutdown timeout?): {err[-2000:]}"
+        assert rc.read_text().strip() == "0", (r, err[-2000:])
+        assert "Traceback" not in err, (r, err[-2000:])
+    assert "stopped at" in (ranks / "out0").read_text()
+    (run_dir,) = out.iterdir()
+    assert "SIGTERM received" in (run_dir / "log.txt").read_text()
+    from styleforge.train.loop import load_state_file
+
+    stopped = load_state_file(run_dir / "resume-state.pt")["progress"]["cur_nimg"]
+    assert 0 < stopped < 1000
+    kimg = (stopped + 16) / 1000  # two more steps
+    res = _finish_job(_start_job(TORCHRUN + [str(ROOT / "scripts" / "train.py"), "--kimg", str(kimg),
+                                             "--resume", "auto"] + args, SUB_ENV), timeout=120)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [p.name for p in out.iterdir()] == [run_dir.name]  # continued in the same run folder
+    assert load_state_file(run_dir / "resume-state.pt")["progress"]["cur_nimg"] == stopped + 16
+    log = (run_dir / "log.txt").read_text()
+    assert f"resuming from {run_dir / 'resume-state.pt'} at {stopped / 1000:g} kimg" in log
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -640,6 +731,28 @@ def test_bad_input_errors(short_run, data, tmp_path):
     assert _file_digest(short_run.run_dir) == before
     assert [p.name for p in short_run.run_dir.parent.iterdir()] == [short_run.run_dir.name]
     assert set(load_networks(short_run.snapshot).networks) == {"G", "D", "G_ema"}
+
+
+def test_truncated_resume_state_error(short_run, data, tmp_path):
+    """A cut-off resume-state.pt (a failed copy): one complete line naming the file, what is wrong and the way on
+    (the run's last snapshot), for --resume auto and an explicit path; nothing is written."""
+    runs = tmp_path / "runs"
+    run_dir = runs / short_run.run_dir.name
+    shutil.copytree(short_run.run_dir, run_dir)
+    state = run_dir / "resume-state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    before = _file_digest(run_dir)
+    for resume in ("auto", str(state)):
+        r = _cli(["--outdir", str(runs), "--data", str(data["digits"]), "--cfg", "cpu", "--workers", "0",
+                  "--resume", resume])
+        assert r.exit_code == 1, r.output
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1, r.output
+        assert lines[0].startswith(f"error: {state}: truncated or corrupt training state ("), r.output
+        snapshot = run_dir / short_run.snapshot.name
+        assert lines[0].endswith(f"else move it away and continue from the last snapshot with --resume {snapshot} "
+                                 "(optimiser state and progress start again)"), r.output
+    assert _file_digest(run_dir) == before and [p.name for p in runs.iterdir()] == [run_dir.name]
 
 
 def test_dry_run_writes_nothing(data, tmp_path):

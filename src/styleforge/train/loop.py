@@ -81,6 +81,10 @@ class DistInfo:
             torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
         return t
 
+    def reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean of ``t`` over processes (a detached copy)."""
+        return self.all_reduce_sum(t.detach().clone()) / self.world
+
     def broadcast_object(self, obj: Any) -> Any:
         if self.world == 1 or not torch.distributed.is_initialized():
             return obj
@@ -308,11 +312,25 @@ def _set_rng_state(st: Dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all([t.cpu() for t in st["cuda"]])
 
 
+def _first_sentence(e: BaseException) -> str:
+    """The first sentence of an exception's message (torch appends paragraphs of advice), or its type's name."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return re.split(r"(?<=\w)\. ", msg, maxsplit=1)[0].rstrip(".").replace("PytorchStreamReader ", "")
+
+
 def load_state_file(path: Path, map_location="cpu") -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here is a bad file for the user
-        raise StyleforgeError(f"{path}: not a readable styleforge training state ({str(e).splitlines()[0][:120]})") from None
+        reason = _first_sentence(e)
+        if not (isinstance(e, EOFError) or "zip archive" in reason):
+            raise StyleforgeError(f"{path}: not a styleforge training state ({reason}); pass a resume-state.pt "
+                                  "written by train.py") from None
+        snaps = sorted(Path(path).parent.glob("network-snapshot-*.safetensors"))
+        instead = (f"move it away and continue from the last snapshot with --resume {snaps[-1]} (optimiser state "
+                   "and progress start again)" if snaps else "move it away and start a new run")
+        raise StyleforgeError(f"{path}: truncated or corrupt training state ({reason}); it cannot be resumed: copy "
+                              f"it again if it was transferred, else {instead}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise StyleforgeError(f"{path}: a torch file, but not a styleforge training state")
     if int(state.get("version", 0)) > STATE_VERSION:
@@ -388,7 +406,7 @@ class Trainer:
         self.loss = StyleGAN2Loss(
             self.G, self.D, self.augment_pipe, r1_gamma=opts.gamma, style_mixing_prob=opts.style_mixing_prob,
             pl_weight=opts.pl_weight, pl_batch_shrink=opts.pl_batch_shrink, pl_decay=opts.pl_decay,
-            fp16=opts.fp16, reduce_mean=self._reduce_mean if self.dist.world > 1 else None)
+            fp16=opts.fp16, reduce_mean=self.dist.reduce_mean if self.dist.world > 1 else None)
 
         self.phases: List[Phase] = []
         self.opt: Dict[str, torch.optim.Optimizer] = {}
@@ -418,11 +436,6 @@ class Trainer:
 
     # -- distributed helpers -----------------------------------------------------------------------------------------
 
-    def _reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
-        t = t.detach().clone()
-        self.dist.all_reduce_sum(t)
-        return t / self.dist.world
-
     def broadcast_weights(self) -> None:
         """Make every process start from rank 0's weights (cheap insurance on top of identical seeding)."""
         if self.dist.world == 1:
@@ -450,6 +463,19 @@ class Trainer:
         img, c = next(self._data_iter)
         img = img.to(self.device, non_blocking=True).to(torch.float32) / 127.5 - 1
         return img, c.to(self.device, non_blocking=True).float()
+
+    def close_data(self) -> None:
+        """Stop the data-loader workers now (the next step starts new ones where the data order has got to).
+
+        Never left to garbage collection: the workers ignore SIGTERM (see :func:`_loader_worker_init`), so a
+        loader still alive when Python exits makes multiprocessing's exit handler wait for them forever."""
+        it, self._data_iter = self._data_iter, None
+        if hasattr(it, "_shutdown_workers"):  # a multi-process iterator: what its __del__ would call
+            it._shutdown_workers()  # tells the workers to exit and joins them (SIGTERM after 5 s: ignored)
+            for w in it._workers:
+                if w.is_alive():  # stuck for 10 s: nothing else would ever end it
+                    w.kill()
+                    w.join()
 
     def _draw_latents(self):
         """(z, c) for every phase: [phases, batch_per_process, ...], the same global draw on every process."""
@@ -604,7 +630,7 @@ class Trainer:
         self.total_time = float(pr.get("total_time", 0.0))
         if "rng" in state:
             _set_rng_state(state["rng"])
-        self._data_iter = None
+        self.close_data()
         self.resumed = True
 
     def save_state(self, path: Optional[Path] = None) -> Optional[Path]:
@@ -752,7 +778,17 @@ class Trainer:
             tb.flush()
 
     def run(self) -> Dict[str, Any]:
-        """Train until ``kimg`` or a stop request. Returns a summary dict."""
+        """Train until ``kimg`` or a stop request. Returns a summary dict. The data-loader workers and the
+        TensorBoard writer are closed on the way out, however it is left."""
+        try:
+            return self._train_until_done()
+        finally:
+            self.close_data()
+            if self._tb:
+                self._tb.close()
+                self._tb = None
+
+    def _train_until_done(self) -> Dict[str, Any]:
         o = self.opts
         total_nimg = o.total_nimg
         self._start_time = time.time()
@@ -805,8 +841,6 @@ class Trainer:
                 self.log(f"stopped at {self.cur_nimg / 1000:g} kimg ({self.stop.reason}); state saved to "
                          f"{result['state']}; continue with --resume auto")
                 break
-        if self._tb:
-            self._tb.close()
         result.update(done=done, cur_nimg=self.cur_nimg)
         return result
 
