@@ -75,7 +75,9 @@ def to_gray25(imgs_uint8: np.ndarray) -> np.ndarray:
 def sample_network(network, n: int, trunc: float) -> np.ndarray:
     import torch
 
-    from styleforge.generate import load_generator, seed_to_z, to_uint8
+    from styleforge.images import uint8_as_generate as to_uint8
+    from styleforge.latents import seed_to_z
+    from styleforge.zoo import load_generator
 
     G, _ = load_generator(network, "cpu")
     imgs = []

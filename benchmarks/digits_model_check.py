@@ -43,7 +43,9 @@ def sample_digits(network, per_class: int, trunc: float):
     import torch
     from PIL import Image
 
-    from styleforge.generate import load_generator, seed_to_z, to_uint8
+    from styleforge.images import uint8_as_generate as to_uint8
+    from styleforge.latents import seed_to_z
+    from styleforge.zoo import load_generator
 
     G, _ = load_generator(network, "cpu")
     if G.c_dim != 10:

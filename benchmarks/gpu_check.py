@@ -157,7 +157,7 @@ def generate(runs: int):
             for fp16 in (False, True):
                 z = torch.randn(batch, G.z_dim, device=dev)
                 with torch.no_grad():
-                    mn, md = _timeit(lambda: G(z, fp16=fp16), dev, runs)
+                    mn, md = _timeit(lambda G=G, z=z, fp16=fp16: G(z, fp16=fp16), dev, runs)
                 res.append({"config": name, "batch": batch, "fp16": fp16,
                             "img_per_s_best": round(batch / mn, 1), "img_per_s_median": round(batch / md, 1)})
                 print(res[-1], flush=True)
@@ -196,7 +196,7 @@ def generate_cli(fixtures: Path):
 @section("project")
 def project_speed(steps: int):
     from fullsize import CONFIGS, full_size_generator
-    from styleforge.project.features import VGG16_LAYOUT, VGG16LPIPS, RandomConvFeatures
+    from styleforge.perceptual import VGG16_LAYOUT, VGG16LPIPS, RandomConvFeatures
     from styleforge.project.projector import compute_w_stats, project
 
     dev = torch.device("cuda")

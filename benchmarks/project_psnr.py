@@ -48,22 +48,23 @@ def main() -> int:
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
-    from styleforge.assets import default_network_path
+    from styleforge import zoo
     from styleforge.errors import StyleforgeError
-    from styleforge.generate import load_generator, seed_to_z
-    from styleforge.generate import to_uint8 as generate_uint8
-    from styleforge.project.batch import build_feature_net
-    from styleforge.project.features import PixelLoss, psnr, ssim
-    from styleforge.project.projector import compute_w_stats, project, synthesize, to_uint8
+    from styleforge.images import uint8_as_generate as generate_uint8
+    from styleforge.images import uint8_as_projector as to_uint8
+    from styleforge.latents import seed_to_z
+    from styleforge.perceptual import PixelLoss, psnr, ssim
+    from styleforge.project.batch import build_feature_net, load_networks_for
+    from styleforge.project.projector import compute_w_stats, project, synthesize
     from styleforge.utils.perf import tune_cpu_allocator
 
     if a.threads:
         torch.set_num_threads(a.threads)
     tune_cpu_allocator()
-    net_path = Path(a.network) if a.network else default_network_path()
-    G, _ = load_generator(net_path, torch.device("cpu"))
+    net_path = zoo.resolve(a.network)
+    G, D = load_networks_for(net_path, need_D=a.loss in (None, "discriminator"), device=torch.device("cpu"))
     try:
-        fnet = build_feature_net(a.loss, net_path, a.vgg)
+        fnet = build_feature_net(a.loss, D, a.vgg)
     except StyleforgeError as e:
         if a.loss is not None:
             print(f"error: {e}", file=sys.stderr)

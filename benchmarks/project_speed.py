@@ -42,7 +42,7 @@ def run_case(name: str, batch: int, steps: int, threads: int, space: str, malloc
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
-    from styleforge.project.features import VGG16_LAYOUT, VGG16LPIPS, RandomConvFeatures
+    from styleforge.perceptual import VGG16_LAYOUT, VGG16LPIPS, RandomConvFeatures
     from styleforge.project.projector import compute_w_stats, project
     from styleforge.utils.perf import tune_cpu_allocator
 
@@ -83,7 +83,7 @@ def main():
     ap.add_argument("--no-malloc-tuning", action="store_true",
                     help="leave glibc's allocator alone (see styleforge.utils.perf.tune_cpu_allocator)")
     ap.add_argument("--vgg-runtime", choices=["eager", "torchscript"], default="eager",
-                    help="how the VGG16 TorchScript file runs (see styleforge.project.scripted)")
+                    help="how the VGG16 TorchScript file runs (see styleforge.perceptual.scripted)")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.case:

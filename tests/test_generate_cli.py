@@ -304,7 +304,7 @@ def test_background_writer_cancels_queued_writes_after_a_failure():
 
 
 def test_seed_list_keeps_ranges_as_ranges():
-    from styleforge.utils.cli import SeedList, parse_int_list, shard_items
+    from styleforge.utils.runtime import SeedList, parse_int_list, shard_items
 
     seeds = parse_int_list("5,0-99999999,7")
     assert len(seeds) == 100_000_002 and str(seeds) == "5,0-99999999,7"
@@ -393,7 +393,7 @@ def test_nan_and_inf_are_errors_not_black_images(net, tmp_path):
 
 
 def test_slurm_shard_out_of_range_is_an_error_like_shard(net, tmp_path, monkeypatch):
-    from styleforge.utils.cli import parse_shard
+    from styleforge.utils.runtime import parse_shard
 
     out = tmp_path / "out"
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "5")
@@ -463,6 +463,6 @@ def test_failed_run_leaves_no_empty_outdir(net, tmp_path, monkeypatch):
     def oom(img):
         raise MemoryError()
 
-    monkeypatch.setattr(gen, "to_uint8", oom)  # fails in the first batch, on the device
+    monkeypatch.setattr(gen, "uint8_as_generate", oom)  # fails in the first batch, on the device
     one_line_error(run(["--network", net, "--seeds", "0-3", "--outdir", out]), "out of memory")
     assert not (tmp_path / "new").exists()

@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import assert_one_line_error, tiny_generator
 from styleforge.commands.generate import generate_cmd
 from styleforge.commands.interpolate import interpolate_cmd
-from styleforge.generate import seed_to_z
+from styleforge.latents import seed_to_z
 from styleforge.networks.checkpoint import save_networks
 from styleforge.project.interpolate import interpolate_latents, lerp, slerp
 from styleforge.utils.fileio import save_npz
@@ -183,7 +183,7 @@ def test_progress_bar_and_frame_bound(tmp_path, net, monkeypatch):
 
 
 def test_nonsense_values_and_leftovers(tmp_path, net, latents, monkeypatch):
-    import styleforge.generate as gen
+    import styleforge.project.interpolate as interp
 
     out = tmp_path / "new" / "o"
     for args in (["--trunc", "nan"], ["--trunc", "inf"], ["--fps", "inf"], ["--fps", "nan"]):
@@ -196,7 +196,7 @@ def test_nonsense_values_and_leftovers(tmp_path, net, latents, monkeypatch):
     def oom(img):
         raise MemoryError()
 
-    monkeypatch.setattr(gen, "to_uint8", oom)  # rendering fails: no empty folder is left
+    monkeypatch.setattr(interp, "uint8_as_generate", oom)  # rendering fails: no empty folder is left
     one_line_error(run(["--network", net, "--from-seed", 1, "--to-seed", 2, "--outdir", out]), "out of memory")
     assert not (tmp_path / "new").exists()
 

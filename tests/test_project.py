@@ -19,11 +19,12 @@ from styleforge.commands.project import project_cmd
 from styleforge.errors import StyleforgeError
 from styleforge.networks.checkpoint import load_network, save_networks
 from styleforge.project import batch as pbatch
-from styleforge.project.features import (
+from styleforge.perceptual import (
     DiscriminatorFeatures, PixelLoss, RandomConvFeatures, VGG16_LAYOUT, area_downsample, psnr, ssim,
 )
+from styleforge.images import uint8_as_projector as to_uint8
 from styleforge.project.projector import (
-    ProjectorConfig, compute_w_stats, learning_rate, noise_buffers, noise_regularizer, project, synthesize, to_uint8,
+    ProjectorConfig, compute_w_stats, learning_rate, noise_buffers, noise_regularizer, project, synthesize,
     w_noise_scale,
 )
 

@@ -1,4 +1,4 @@
-"""The eager walk of TorchScript graphs (styleforge.project.scripted) and its use for the VGG16 file."""
+"""The eager walk of TorchScript graphs (styleforge.perceptual.scripted) and its use for the VGG16 file."""
 
 import warnings
 from typing import Dict, List
@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from styleforge.networks import ops
-from styleforge.project import scripted
-from styleforge.project.features import VGG16LPIPS, RandomConvFeatures
-from styleforge.project.scripted import EagerScript, UnsupportedGraph, eager_or_script
+from styleforge.perceptual import scripted
+from styleforge.perceptual import VGG16LPIPS, RandomConvFeatures
+from styleforge.perceptual.scripted import EagerScript, UnsupportedGraph, eager_or_script
 
 
 def _script(module: nn.Module) -> torch.jit.ScriptModule:

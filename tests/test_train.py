@@ -633,7 +633,10 @@ def test_torchrun_sigterm_saves_state_and_resumes(data, tmp_path, to):
     args = ["--outdir", str(out), "--data", str(data["digits"]), "--cfg", "cpu", "--cbase", "256", "--cmax", "32",
             "--batch", "8", "--kimg-per-tick", "0.016", "--snap", "100", "--workers", "1", "--gpus", "2"]
     env = {**SUB_ENV, "RANK_DIR": str(ranks)}
-    proc = _start_job(TORCHRUN + ["--no-python", "bash", "-c", RANK_SHELL, sys.executable,
+    # torchrun SIGKILLs ranks still finishing after --shutdown-timeout (30 s): on a loaded 2-core machine finishing
+    # the step and saving took longer once, so the test gives the ranks the time a large network would need
+    torchrun = TORCHRUN[:-2] + ["--shutdown-timeout", "120"] + TORCHRUN[-2:]
+    proc = _start_job(torchrun + ["--no-python", "bash", "-c", RANK_SHELL, sys.executable,
                                   str(ROOT / "scripts" / "train.py"), "--kimg", "1"] + args, env)
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -836,3 +839,18 @@ def test_tensorboard_scalars_and_images_when_available(data, tmp_path, monkeypat
     assert ("init", str(tmp_path)) in calls
     assert ("scalar", "Loss/G/loss") in calls and ("scalar", "Progress/augment") in calls
     assert ("image", "fakes", (2 * 16, 4 * 16, 3), "HWC") in calls
+
+
+def test_only_rank_zero_reports(monkeypatch, tmp_path):
+    """Under torchrun every rank returns from train(); the command prints its closing line once (rank 0)."""
+    from click.testing import CliRunner
+
+    import styleforge.train.loop as loop
+    from styleforge.commands.train import train_cmd
+
+    for rank, expected in ((0, 1), (1, 0)):
+        monkeypatch.setattr(loop, "train", lambda rank=rank, **kw: loop.TrainResult(
+            run_dir=tmp_path, options=None, cur_nimg=2000, done=True, rank=rank))
+        r = CliRunner().invoke(train_cmd, ["--outdir", str(tmp_path), "--data", str(tmp_path)])
+        assert r.exit_code == 0, r.output
+        assert r.output.count("finished at 2 kimg") == expected

@@ -9,110 +9,24 @@ pixel conversion, and z for seed ``s`` is drawn exactly as the official script d
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from .errors import StyleforgeError
-from .utils.cli import SeedList, check_outdir, resolve_device, shard_items
-from .utils.fileio import atomic_path, ensure_outdir, save_image, save_json
+from .errors import StyleforgeError, StyleforgeWarning
+from .images import make_grid, read_image, uint8_as_generate
+from .latents import check_truncation, class_label, load_ws, seed_to_z
+from .utils.fileio import ensure_outdir, npz_stream, save_image, save_json
+from .utils.runtime import SeedList, check_outdir, resolve_device, shard_items
+from .zoo import load_generator
 
 GRID_MAX_BYTES = 1 << 30
 """``--grid`` holds every image of the shard in memory: refused (before any work) above 1 GiB of pixels."""
-
-
-def seed_to_z(seed: int, z_dim: int) -> np.ndarray:
-    """The official latent for ``seed``: ``RandomState(seed).randn(1, z_dim)`` (float64), as a [z_dim] row."""
-    return np.random.RandomState(seed).randn(1, z_dim)[0]
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] float in ~[-1, 1] -> [N, H, W, C] uint8 exactly as official generate.py converts."""
-    x = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return x.cpu().numpy()
-
-
-def make_grid(images: Sequence[np.ndarray], cols: Optional[int] = None, pad: int = 0) -> np.ndarray:
-    """Tile equally sized HWC uint8 images into one image (row-major)."""
-    n = len(images)
-    if n == 0:
-        raise ValueError("no images to tile")
-    cols = cols or int(math.ceil(math.sqrt(n)))
-    rows = int(math.ceil(n / cols))
-    h, w, c = images[0].shape
-    grid = np.zeros((rows * h + (rows - 1) * pad, cols * w + (cols - 1) * pad, c), dtype=np.uint8)
-    for i, im in enumerate(images):
-        r, q = divmod(i, cols)
-        grid[r * (h + pad): r * (h + pad) + h, q * (w + pad): q * (w + pad) + w] = im
-    return grid
-
-
-def load_generator(network: Optional[Union[str, os.PathLike]], device=None, allow_download: Optional[bool] = None):
-    """Resolve ``network`` (path, known name, URL or None for the bundled default) and load its generator."""
-    from .assets import default_network_path
-    from .networks.checkpoint import load_network
-    from .utils.cache import resolve_file
-
-    path = default_network_path() if network is None else resolve_file(str(network), allow_download, what="network file")
-    G = load_network(path)
-    if device is not None:
-        G = G.to(device)
-    return G.eval().requires_grad_(False), Path(path)
-
-
-def class_label(G, class_idx: Optional[int], device) -> Optional[torch.Tensor]:
-    """One-hot [1, c_dim] label for conditional networks (with the checks and messages users need)."""
-    c_dim = getattr(G, "c_dim", 0)
-    if c_dim == 0:
-        if class_idx is not None:
-            warnings.warn("--class is ignored: the network is unconditional")
-        return None
-    if class_idx is None:
-        raise StyleforgeError(f"the network is conditional ({c_dim} classes): pass --class 0..{c_dim - 1}")
-    if not 0 <= class_idx < c_dim:
-        raise StyleforgeError(f"--class {class_idx} is out of range: the network has classes 0..{c_dim - 1}")
-    c = torch.zeros([1, c_dim], device=device)
-    c[0, class_idx] = 1
-    return c
-
-
-def load_ws(path: Union[str, os.PathLike], num_ws: int, w_dim: int) -> np.ndarray:
-    """Read latents from an npz with key ``w`` shaped [N, num_ws, w_dim] (a [N, w_dim] array is broadcast)."""
-    path = Path(path)
-    if not path.is_file():
-        raise StyleforgeError(f"{path}: no such latent file (expected an .npz with key 'w')")
-    try:
-        with np.load(path) as data:
-            if "w" not in data:
-                raise StyleforgeError(f"{path}: has no array 'w' (keys: {list(data.keys())}); save latents as w=[N, num_ws, w_dim]")
-            w = np.asarray(data["w"], dtype=np.float32)
-    except StyleforgeError:
-        raise
-    except Exception as e:
-        raise StyleforgeError(f"{path}: not a readable .npz file ({type(e).__name__}); re-create it") from None
-    if w.ndim == 2 and w.shape[1] == w_dim:
-        w = np.repeat(w[:, None, :], num_ws, axis=1)
-    if w.ndim != 3 or w.shape[1:] != (num_ws, w_dim):
-        raise StyleforgeError(f"{path}: 'w' has shape {list(w.shape)}, this network needs [N, {num_ws}, {w_dim}]")
-    bad = np.flatnonzero(~np.isfinite(w).all(axis=(1, 2)))
-    if len(bad):
-        rows = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise StyleforgeError(f"{path}: row(s) {rows} of 'w' hold NaN or infinite values; re-create the file")
-    return w
-
-
-def check_truncation(psi: float) -> float:
-    """``--trunc`` must be a finite number (NaN or inf would only make black images)."""
-    if not math.isfinite(psi):
-        raise StyleforgeError(f"--trunc {psi}: must be a finite number, e.g. 0.7 (1 = no truncation)")
-    return psi
 
 
 def default_batch_size(device: torch.device, fp16: bool = False) -> int:
@@ -173,54 +87,6 @@ class BackgroundWriter:
                 self._pool.shutdown(wait=True, cancel_futures=cancel)
 
 
-class NpzStream:
-    """An ``.npz`` written array by array, each array block by block, so that memory does not grow with its
-    size: one uncompressed ``<name>.npy`` member per array, as ``np.savez`` lays it out (``np.load`` reads it).
-    Made by :func:`npz_stream`."""
-
-    def __init__(self, zf: zipfile.ZipFile):
-        self._zf = zf
-        self._member = None
-        self._left = 0
-
-    def begin(self, name: str, shape: Tuple[int, ...], dtype) -> None:
-        """Start array ``name``; exactly ``prod(shape)`` values must follow, in C order, through :meth:`write`."""
-        self.end()
-        self._dtype = np.dtype(dtype)
-        self._left = int(np.prod(shape)) * self._dtype.itemsize
-        self._member = self._zf.open(name + ".npy", "w", force_zip64=self._left > (1 << 31) - (1 << 16))
-        np.lib.format.write_array_header_1_0(self._member, {
-            "descr": np.lib.format.dtype_to_descr(self._dtype), "fortran_order": False, "shape": tuple(shape)})
-
-    def write(self, block) -> None:
-        data = np.ascontiguousarray(block, dtype=self._dtype)
-        if data.nbytes > self._left:
-            raise ValueError("more values than the array's shape holds")
-        self._member.write(memoryview(data).cast("B"))
-        self._left -= data.nbytes
-
-    def end(self) -> None:
-        if self._member is not None:
-            member, self._member = self._member, None
-            member.close()
-            if self._left:
-                raise ValueError("an array of the .npz ended before its shape was filled")
-
-
-@contextlib.contextmanager
-def npz_stream(path: Union[str, os.PathLike]) -> Iterator[NpzStream]:
-    """Write an .npz through :class:`NpzStream`, atomically (temporary name, renamed when the block ends)."""
-    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        stream = NpzStream(zf)
-        try:
-            yield stream
-            stream.end()  # checks that the last array is complete
-        finally:
-            stream._member, member = None, stream._member
-            if member is not None:  # left open by a failure (zipfile cannot close with a member open)
-                member.close()
-
-
 class PathList(Sequence[Path]):
     """Output paths made on demand, ``outdir / name(keys[i])`` for ``i`` in ``index``: a result for 100
     million seeds does not hold 100 million paths."""
@@ -269,7 +135,7 @@ def generate_images(
 ) -> GenerateResult:
     """Generate images for ``seeds`` (or for the latents in ``projected_w``) and write them to ``outdir``.
 
-    ``seeds``: any sequence of ints; a :class:`~styleforge.utils.cli.SeedList` (what ``--seeds`` parses to)
+    ``seeds``: any sequence of ints; a :class:`~styleforge.utils.runtime.SeedList` (what ``--seeds`` parses to)
     keeps ranges as ranges, and the seeds are taken batch by batch, so memory does not grow with their count:
     ``ws.npz`` is streamed to disk and ``generate.json`` names the seeds as ranges.
 
@@ -285,14 +151,14 @@ def generate_images(
     from tqdm import tqdm
 
     if noise_mode not in ("const", "random", "none"):
-        raise StyleforgeError(f"--noise-mode {noise_mode!r}: use const, random or none")
+        raise StyleforgeError("use const, random or none", param="noise_mode", value=repr(noise_mode))
     if batch_size is not None and batch_size < 1:
-        raise StyleforgeError("--batch-size must be at least 1")
+        raise StyleforgeError("must be at least 1", param="batch_size", value=batch_size)
     if truncation_cutoff is not None and truncation_cutoff < 0:
-        raise StyleforgeError("--trunc-cutoff must be >= 0")
+        raise StyleforgeError("must be >= 0", param="truncation_cutoff", value=truncation_cutoff)
     check_truncation(truncation_psi)
     if projected_w is None and not seeds:
-        raise StyleforgeError("nothing to generate: pass --seeds (e.g. 0-7) or --projected-w FILE")
+        raise StyleforgeError("nothing to generate: give {name} (e.g. 0-7) or a latent file", param="seeds")
     outdir = check_outdir(outdir)
     dev = resolve_device(device)
     if batch_size is None:
@@ -307,9 +173,10 @@ def generate_images(
     # Work items: keys (seeds, or rows of the projected latents) and their file names
     if projected_w is not None:
         if not has_w:
-            raise StyleforgeError("--projected-w needs a network with a W space (a StyleGAN generator)")
+            raise StyleforgeError("{name} needs a network with a W space (a StyleGAN generator)",
+                                  param="projected_w", label="a latent file")
         if seeds:
-            warnings.warn("--seeds is ignored when --projected-w is given")
+            warnings.warn(StyleforgeWarning("{name} are ignored when latents are given", param="seeds"))
         ws_all = load_ws(projected_w, G.num_ws, G.w_dim)
         keys, keyname, name_pattern = SeedList([range(len(ws_all))]), "index", "proj{:02d}.png"
     else:
@@ -320,9 +187,9 @@ def generate_images(
     n = len(keys)
     c = class_label(G, class_idx, dev) if projected_w is None else None
     if grid and n * G.img_resolution ** 2 * G.img_channels > GRID_MAX_BYTES:
-        raise StyleforgeError(f"--grid: {n} images of {G.img_resolution}x{G.img_resolution} make a grid of "
+        raise StyleforgeError(f"{n} images of {G.img_resolution}x{G.img_resolution} make a grid of "
                               f"{n * G.img_resolution ** 2 * G.img_channels / 2**30:.1f} GiB (at most "
-                              f"{GRID_MAX_BYTES >> 30} GiB); drop --grid or pass fewer --seeds")
+                              f"{GRID_MAX_BYTES >> 30} GiB); drop the grid or generate fewer seeds", param="grid")
 
     def latents(keys) -> torch.Tensor:
         """ws for the given seeds (or indices into the projected latents), on the device."""
@@ -365,7 +232,7 @@ def generate_images(
                     cc = c.repeat(len(todo), 1) if c is not None else None
                     img = G(z, cc, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
                             noise_mode=noise_mode)
-                arrays = dict(zip(todo, to_uint8(img)))
+                arrays = dict(zip(todo, uint8_as_generate(img)))
             if b == 0:  # the first results exist: now the folder and the streamed latents file
                 ensure_outdir(outdir)
                 if has_w:
@@ -419,8 +286,5 @@ def generate_images(
 
 def _read_tile(path: Path, channels: int) -> np.ndarray:
     """An image written by an earlier run, as an HWC uint8 grid tile."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        a = np.asarray(im.convert("RGB" if channels == 3 else "L"))
+    a = np.asarray(read_image(path, "RGB" if channels == 3 else "L"))
     return a[:, :, None] if a.ndim == 2 else a

@@ -27,7 +27,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Un
 import numpy as np
 
 from ..errors import StyleforgeError
-from ..utils.cli import shard_items
+from ..utils.runtime import shard_items
 from ..utils.fileio import atomic_path, ensure_outdir, save_image
 
 PathLike = Union[str, os.PathLike]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from ..errors import StyleforgeError
-from ..utils.cli import parse_shard, command, user_errors
+from ..utils.runtime import parse_shard
+from .options import command, user_errors
 
 
 @command()

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..utils.cli import command, user_errors
+from .options import command, user_errors
 
 
 @command()

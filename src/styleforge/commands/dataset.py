@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..utils.cli import command, user_errors
+from .options import command, user_errors
 
 
 @command()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..utils.cli import IntListParam, command, device_option, parse_shard, user_errors
+from ..utils.runtime import parse_shard
+from .options import IntListParam, command, device_option, user_errors
 
 
 @command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ..utils.cli import command, device_option, user_errors
+from .options import command, device_option, user_errors
 
 
 @command()

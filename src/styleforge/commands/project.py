@@ -7,7 +7,8 @@ import sys
 
 import click
 
-from ..utils.cli import command, device_option, parse_shard, user_errors
+from ..utils.runtime import parse_shard
+from .options import command, device_option, user_errors
 
 
 @command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..utils.cli import command, user_errors
+from .options import command, user_errors
 
 _PRESETS = ["auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "cpu"]
 
@@ -88,6 +88,6 @@ def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cf
                 mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax,
                 map_layers=map_layers, resume=resume, seed=seed, metrics=metrics, kimg_per_tick=kimg_per_tick,
                 workers=workers, device=device, deterministic=deterministic, fp32=fp32, dry_run=dry_run)
-    if res.run_dir is not None:
+    if res.run_dir is not None and res.rank == 0:  # under torchrun every rank returns; one line is enough
         what = "stopped" if res.stopped else "finished"
         click.echo(f"{what} at {res.cur_nimg / 1000:g} kimg; run folder: {res.run_dir}")

@@ -21,8 +21,6 @@ from torch import nn
 
 from ..errors import MissingNetworkError, NetworkFormatError
 from ..utils.fileio import atomic_path
-from . import discriminator as _d  # noqa: F401  (registers the architectures)
-from . import generator as _g  # noqa: F401
 from .config import build_network, network_spec, skip_init
 from .official import (
     discriminator_config_from_official,
@@ -45,6 +43,7 @@ class NetworkBundle:
     extra: Dict[str, Any] = field(default_factory=dict)
     tensors_extra: Dict[str, torch.Tensor] = field(default_factory=dict)  # e.g. augment_pipe.p
     source_format: str = ""
+    path: Optional[Path] = None  # the file it was read from
 
 
 def sniff_format(path: PathLike) -> str:
@@ -106,19 +105,29 @@ def _build(arch: str, config: Dict[str, Any], tensors: Dict[str, torch.Tensor], 
     return net.eval()
 
 
-Which = Union[str, Sequence[str], None]
+Which = Union[str, Sequence[str], Sequence[Sequence[str]], None]
 
 
 def _select(which: Which, available: List[str], name: str) -> List[str]:
-    """The networks to build: all, or the first of the preferred names that the file has."""
+    """The networks to build: all (``None``); the first present of a name or a sequence of alternative names
+    (``("G_ema", "G")``); or one network per group of a sequence of such groups (``[("G_ema", "G"), "D"]``).
+    A group none of whose names is present is a MissingNetworkError."""
     if which is None:
         return list(available)
-    prefs = [which] if isinstance(which, str) else list(which)
-    for key in prefs:
-        if key in available:
-            return [key]
-    wanted = " or ".join(repr(k) for k in prefs)
-    raise MissingNetworkError(f"{name}: has no network {wanted} (it has {sorted(available)})")
+    if isinstance(which, str) or all(isinstance(k, str) for k in which):
+        groups = [which]
+    else:
+        groups = list(which)
+    out: List[str] = []
+    for group in groups:
+        prefs = [group] if isinstance(group, str) else list(group)
+        key = next((k for k in prefs if k in available), None)
+        if key is None:
+            wanted = " or ".join(repr(k) for k in prefs)
+            raise MissingNetworkError(f"{name}: has no network {wanted} (it has {sorted(available)})")
+        if key not in out:
+            out.append(key)
+    return out
 
 
 def _official_to_bundle(path: PathLike, which: Which) -> NetworkBundle:
@@ -190,14 +199,21 @@ def _safetensors_to_bundle(path: PathLike, which: Which) -> NetworkBundle:
 
 
 def load_networks(path: PathLike, which: Which = None) -> NetworkBundle:
-    """Load every network from an official pickle or a styleforge checkpoint, or only ``which``: a name, or
-    a list of names of which the first present is loaded (MissingNetworkError if none is)."""
+    """Load every network from an official pickle or a styleforge checkpoint, or only ``which`` (see
+    :func:`_select`: a name, alternatives such as ``("G_ema", "G")``, or a list of such groups), reading the file
+    once. The networks' families must be registered (:mod:`styleforge.zoo` does it for every family)."""
     path = Path(path)
     if not path.exists():
         raise NetworkFormatError(f"{path}: no such file; check the path or pass a network name")
     if path.is_dir():
         raise NetworkFormatError(f"{path}: is a directory, expected a network file (.pkl or .safetensors)")
     kind = sniff_format(path)
+    bundle = _read(path, kind, which)
+    bundle.path = path
+    return bundle
+
+
+def _read(path: Path, kind: str, which: Which) -> NetworkBundle:
     if kind == "empty":
         raise NetworkFormatError(f"{path}: the file is empty (interrupted download?); re-download it")
     if kind == "pickle":

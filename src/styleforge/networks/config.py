@@ -3,6 +3,9 @@
 Every network class registers under an ``arch`` name (``stylegan2.generator``, later ``segan.generator``,
 ``dcgan.generator``...). A checkpoint stores that name and the config as JSON next to the weights, so
 ``build_network(arch, config_dict)`` recreates the exact module without any code from the file.
+
+Families living outside this package are made known with :func:`register_family` (the module that defines a
+family's classes, imported the first time one of its archs is built); :mod:`styleforge.zoo` lists them all.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import importlib
 import typing
 from typing import Any, Callable, Dict, Iterator, Sequence, Type
 
@@ -17,6 +21,7 @@ import torch
 from torch import nn
 
 _REGISTRY: Dict[str, Type[nn.Module]] = {}
+_FAMILIES: Dict[str, Sequence[str]] = {}  # family (the arch's prefix before the dot) -> modules that define it
 _SKIP_INIT = contextvars.ContextVar("styleforge_skip_init", default=False)
 
 
@@ -52,12 +57,25 @@ def register_network(arch: str) -> Callable[[Type[nn.Module]], Type[nn.Module]]:
     return deco
 
 
+def register_family(family: str, modules: Sequence[str]) -> None:
+    """Make the archs ``<family>.*`` loadable: ``modules`` (importable names) register them when imported,
+    which happens the first time one of them is built."""
+    _FAMILIES[family] = tuple(modules)
+
+
 def registered_archs() -> Dict[str, Type[nn.Module]]:
     return dict(_REGISTRY)
 
 
+def _import_family(arch: str) -> None:
+    for module in _FAMILIES.get(arch.split(".", 1)[0], ()):
+        importlib.import_module(module)
+
+
 def build_network(arch: str, config: Dict[str, Any]) -> nn.Module:
     """Instantiate the registered network ``arch`` from a plain-dict config."""
+    if arch not in _REGISTRY:
+        _import_family(arch)
     if arch not in _REGISTRY:
         raise KeyError(f"unknown network arch {arch!r}; known: {sorted(_REGISTRY)}")
     cls = _REGISTRY[arch]

@@ -1,7 +1,6 @@
 """Projection: find the latent (W or W+) that makes the generator reproduce a given image.
 
-- ``styleforge.project.features``: perceptual feature networks behind one interface (VGG16 LPIPS, the
-  network's own discriminator, pixel MSE/SSIM, a tiny random net for tests), shared with the metrics;
+- the perceptual losses it minimises live in :mod:`styleforge.perceptual` (shared with the metrics);
 - ``styleforge.project.projector``: the official optimisation (W and W+, several targets per call);
 - ``styleforge.project.batch``: files and folders in, per-target output folders out (sharding, resume);
 - ``styleforge.project.interpolate``: lerp/slerp between projected latents or seeds.

@@ -29,18 +29,21 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from ..errors import StyleforgeError
+from ..errors import MissingNetworkError, StyleforgeError
+from ..images import read_image
+from ..perceptual import DiscriminatorFeatures, FeatureNet, PixelLoss, VGG16LPIPS, psnr, ssim
 from ..utils.fileio import ensure_outdir, save_image, save_json, save_npz
-from .features import DiscriminatorFeatures, FeatureNet, PixelLoss, VGG16LPIPS, psnr, ssim
+from ..utils.runtime import check_outdir, resolve_device, shard_items
+from ..video import ffmpeg_available, write_mp4
+from .. import zoo
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 LOSSES = ("vgg", "discriminator", "pixel")
@@ -104,7 +107,6 @@ def load_target_image(path: PathLike, resolution: int, channels: int = 3) -> Tup
     """Read an image as the official projector does: RGB (L for 1-channel networks), centre square crop,
     LANCZOS resize to ``resolution``. Returns uint8 [H, W, C] and a small record of what was done."""
     import PIL.Image
-    import PIL.ImageOps
 
     if channels not in (1, 3):
         raise StyleforgeError(
@@ -112,13 +114,9 @@ def load_target_image(path: PathLike, resolution: int, channels: int = 3) -> Tup
         )
     path = Path(path)
     try:
-        with PIL.Image.open(path) as im:
-            im.load()
-            im = PIL.ImageOps.exif_transpose(im) or im
-            mode_in = im.mode
-            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-                im = _high_depth_to_8bit(im)
-            im = im.convert("RGB" if channels == 3 else "L")
+        with PIL.Image.open(path) as probe:
+            mode_in = probe.mode
+        im = read_image(path, "RGB" if channels == 3 else "L")
     except (OSError, ValueError, SyntaxError, PIL.Image.DecompressionBombError) as e:
         raise StyleforgeError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     w, h = im.size
@@ -131,19 +129,6 @@ def load_target_image(path: PathLike, resolution: int, channels: int = 3) -> Tup
     info = {"source": str(path), "size": [w, h], "mode": mode_in, "crop_box": list(box),
             "resize": f"lanczos {s}->{resolution}", "upscaled": s < resolution}
     return arr, info
-
-
-def _high_depth_to_8bit(im):
-    """16-bit / 32-bit integer or float grayscale -> 8-bit L (PIL's own conversion would clip at 255)."""
-    import PIL.Image
-
-    a = np.asarray(im, dtype=np.float64)
-    top = a.max() if a.size else 0.0
-    if im.mode == "F" and top <= 1.0:
-        a = a * 255.0
-    elif top > 255:
-        a = a / (65535.0 if top <= 65535 else top) * 255.0
-    return PIL.Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -173,14 +158,14 @@ def effective_loss(loss: Optional[str], vgg: Optional[PathLike] = None, allow_do
 
 def build_feature_net(
     loss: Optional[str],
-    network_path: Optional[PathLike],
+    D: Optional[torch.nn.Module] = None,
     vgg: Optional[PathLike] = None,
     allow_download: Optional[bool] = None,
     device=None,
     log: Log = _stderr,
 ) -> FeatureNet:
-    """The feature network for ``--loss`` (None: vgg if present, else the network's discriminator with a
-    one-line notice)."""
+    """The feature network for ``loss`` (None: vgg if its file is present, else the discriminator ``D`` with a
+    one-line notice). ``D``: the network's discriminator, needed for the discriminator loss."""
     chosen = effective_loss(loss, vgg, allow_download)
     if loss is None and chosen == "discriminator":
         log(f"note: {VGG16LPIPS.cached_path().name} not found (looked for {VGG16LPIPS.cached_path()}); using "
@@ -189,83 +174,26 @@ def build_feature_net(
     if chosen == "vgg":
         net: FeatureNet = VGG16LPIPS(vgg, allow_download)
     elif chosen == "discriminator":
-        net = DiscriminatorFeatures(load_discriminator(network_path))
+        if D is None:
+            raise ValueError("the discriminator loss needs the network's discriminator D")
+        net = DiscriminatorFeatures(D.eval().requires_grad_(False))
     else:
         net = PixelLoss()
     return net.to(device) if device is not None else net
 
 
-def load_discriminator(network_path: Optional[PathLike]):
-    from ..assets import default_network_path
-    from ..errors import MissingNetworkError
-    from ..networks.checkpoint import load_network
-
-    path = Path(network_path) if network_path is not None else default_network_path()
+def load_networks_for(network: PathLike, need_D: bool, device=None):
+    """The generator (and the discriminator, for the discriminator loss) of ``network``, read once."""
     try:
-        D = load_network(path, which="D")
+        bundle = zoo.load_networks(network, ("G", "D") if need_D else ("G",), device)
     except MissingNetworkError:
+        if not need_D:
+            raise
         raise StyleforgeError(
-            f"{path}: holds no discriminator, which --loss discriminator needs; use --loss pixel, or "
+            f"{network}: holds no discriminator, which --loss discriminator needs; use --loss pixel, or "
             f"--loss vgg with NVIDIA's vgg16.pt ({VGG16LPIPS.url()})"
         ) from None
-    return D.eval().requires_grad_(False)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Videos (shared with interpolate)
-
-
-def ffmpeg_available() -> Optional[str]:
-    """None if mp4 writing works, else the reason."""
-    try:
-        import imageio.v2  # noqa: F401
-        import imageio_ffmpeg
-
-        imageio_ffmpeg.get_ffmpeg_exe()
-    except Exception as e:  # ImportError, or no ffmpeg binary
-        return f"{type(e).__name__}: {e}; pip install imageio imageio-ffmpeg"
-    return None
-
-
-def write_mp4(frames: Iterable[np.ndarray], path: PathLike, fps: float = 10, bitrate: str = "16M") -> Path:
-    """Write HWC uint8 frames to an H.264 mp4 (imageio + libx264), atomically, with the mode every other output
-    gets (the umask's, see utils.fileio; the private temporary file is 0600)."""
-    import imageio.v2 as imageio
-
-    from ..utils.fileio import _file_mode
-
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".mp4", dir=path.parent)  # imageio needs .mp4
-    os.close(fd)
-    try:
-        writer = imageio.get_writer(tmp, mode="I", fps=fps, codec="libx264", bitrate=bitrate,
-                                    macro_block_size=1, ffmpeg_log_level="error")
-        try:
-            for fr in frames:
-                if fr.ndim == 3 and fr.shape[2] == 1:
-                    fr = np.repeat(fr, 3, axis=2)
-                writer.append_data(fr)
-        finally:
-            writer.close()
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def write_gif(frames: Sequence[np.ndarray], path: PathLike, fps: float = 10) -> Path:
-    """Write HWC uint8 frames as a looping GIF (PIL only), atomically."""
-    import PIL.Image
-
-    from ..utils.fileio import atomic_path
-
-    ims = [PIL.Image.fromarray(f[:, :, 0] if f.shape[2] == 1 else f) for f in frames]
-    with atomic_path(path) as tmp:
-        ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=0)
-    return Path(path)
+    return bundle.networks["G"].eval().requires_grad_(False), bundle.networks.get("D")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -333,9 +261,6 @@ def project_files(
     num_steps/space are replaced by the arguments). ``tune_allocator``: on CPU, call
     :func:`~styleforge.utils.perf.tune_cpu_allocator` first (process-wide; the CLI turns it on).
     """
-    from ..generate import load_generator
-    from ..utils.cli import check_outdir, resolve_device, shard_items
-    from ..utils.cache import resolve_file
     from ..utils.perf import tune_cpu_allocator
     from .projector import ProjectorConfig, check_projectable, compute_w_stats
 
@@ -360,9 +285,7 @@ def project_files(
         res.failed.append((t, why))
         log(f"failed: {why}")
 
-    from ..assets import default_network_path
-
-    net_path = default_network_path() if network is None else resolve_file(str(network), allow_download, what="network file")
+    net_path = zoo.resolve(network, allow_download)
     loss_name = feature_net.name if feature_net is not None else effective_loss(loss, vgg, allow_download)
     settings = _settings(Path(net_path).resolve(), space, num_steps, seed, loss_name)
 
@@ -384,12 +307,13 @@ def project_files(
     dev = resolve_device(device)
     if dev.type == "cpu" and tune_allocator:
         tune_cpu_allocator()
-    G, _ = load_generator(net_path, dev)
+    need_D = feature_net is None and loss_name == "discriminator"
+    G, D = load_networks_for(net_path, need_D, dev)
     check_projectable(G)
     if G.img_channels not in (1, 3):
         raise StyleforgeError(f"{net_path}: the network makes {G.img_channels}-channel images; projection supports 1 or 3")
     if feature_net is None:
-        feature_net = build_feature_net(loss, net_path, vgg, allow_download, dev, log)
+        feature_net = build_feature_net(loss, D, vgg, allow_download, dev, log)
     else:
         feature_net = feature_net.to(dev)
     res.loss = loss_name
@@ -438,7 +362,8 @@ def _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, progress
     Returns ({name: error message or None}, the start image (w_avg rendered), computed once per run)."""
     from tqdm import tqdm
 
-    from .projector import project, synthesize, to_image_range, to_uint8
+    from ..images import to_image_range, uint8_as_projector as to_uint8
+    from .projector import project, synthesize
 
     names = [t.name or t.path.name for t, _, _ in chunk]
     desc = names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1})"

@@ -34,7 +34,13 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ..errors import StyleforgeError
+from ..errors import StyleforgeError, StyleforgeWarning
+from ..images import make_grid, uint8_as_generate
+from ..latents import check_truncation, load_ws, seed_to_z
+from ..utils.fileio import ensure_outdir, save_image, save_json, save_npz
+from ..utils.runtime import check_outdir, resolve_device
+from ..video import ffmpeg_available, write_gif, write_mp4
+from ..zoo import load_generator
 
 SPACES = ("z", "w", "w+")
 FRAMES_MAX_BYTES = 2 << 30
@@ -81,8 +87,6 @@ _ROW = re.compile(r"^(.*\.npz):(\d+)$", re.IGNORECASE)
 
 def load_latent(spec: PathLike, num_ws: int, w_dim: int) -> Tuple[np.ndarray, str]:
     """One latent [num_ws, w_dim] from ``FILE.npz`` or ``FILE.npz:K``; returns it and a label."""
-    from ..generate import load_ws
-
     spec = os.fspath(spec)
     row = 0
     m = _ROW.match(spec)
@@ -116,18 +120,18 @@ def interpolate_latents(
     truncation_psi: float = 1.0,
 ) -> Interpolation:
     """The frames' latents between two endpoints (each a latent file or a seed); see the module doc."""
-    from ..generate import check_truncation, seed_to_z
-
     if steps < 2:
-        raise StyleforgeError("--steps must be at least 2 (the two endpoints)")
+        raise StyleforgeError("must be at least 2 (the two endpoints)", param="steps", value=steps)
     check_truncation(truncation_psi)
     if space is not None and space not in SPACES:
-        raise StyleforgeError(f"--space {space!r}: use z, w or w+")
+        raise StyleforgeError("use z, w or w+", param="space", value=repr(space))
     for a, b, what in ((from_w, from_seed, "from"), (to_w, to_seed, "to")):
+        names = {f"{what}_w": "a latent file", f"{what}_seed": "a seed"}
+        end = "start" if what == "from" else "end"
         if a is not None and b is not None:
-            raise StyleforgeError(f"pass either --{what} FILE or --{what}-seed N, not both")
+            raise StyleforgeError(f"give either {{{what}_w}} or {{{what}_seed}} for the {end}, not both", also=names)
         if a is None and b is None:
-            raise StyleforgeError(f"missing start or end: pass --{what} FILE.npz or --{what}-seed N")
+            raise StyleforgeError(f"missing the {end}: give {{{what}_w}} or {{{what}_seed}}", also=names)
     if not getattr(G, "has_w_space", False):
         raise StyleforgeError("interpolation needs a StyleGAN generator with a W space")
     seeds_only = from_w is None and to_w is None
@@ -136,9 +140,11 @@ def interpolate_latents(
     if space is None:
         space = "z" if seeds_only else None
     if space == "z" and not seeds_only:
-        raise StyleforgeError("--space z needs seeds at both ends (--from-seed and --to-seed)")
+        raise StyleforgeError("needs seeds at both ends ({from_seed} and {to_seed})", param="space", value="z",
+                              also={"from_seed": "a start seed", "to_seed": "an end seed"})
     if from_w is not None and to_w is not None and truncation_psi != 1:
-        warnings.warn("--trunc applies to seeds only; latent files are used as saved")
+        warnings.warn(StyleforgeWarning("{name} applies to seeds only; latent files are used as saved",
+                                        param="truncation_psi", label="truncation"))
     t = np.linspace(0.0, 1.0, steps)
     dev = next(G.parameters()).device
 
@@ -166,7 +172,7 @@ def interpolate_latents(
     if space is None:
         space = "w" if same_layers else "w+"
     if space == "w" and not same_layers:
-        raise StyleforgeError("--space w: an endpoint is a W+ latent (its layers differ); use --space w+")
+        raise StyleforgeError("{name} w: an endpoint is a W+ latent (its layers differ); use {name} w+", param="space")
     if space == "w":
         ws = lerp(ends[0][0], ends[1][0], t)[:, None, :].repeat(G.num_ws, axis=1)
     else:
@@ -211,29 +217,24 @@ def run_interpolation(
     only when the frames are rendered, so a failed run leaves nothing behind)."""
     from tqdm import tqdm
 
-    from ..generate import check_truncation, load_generator, make_grid, to_uint8
-    from ..utils.cli import check_outdir, resolve_device
-    from ..utils.fileio import ensure_outdir, save_image, save_json, save_npz
-    from .batch import ffmpeg_available, write_gif, write_mp4
-
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     if video not in ("mp4", "gif", "none"):
-        raise StyleforgeError(f"video format {video!r}: use mp4, gif or none")
+        raise StyleforgeError("use mp4, gif or none", param="video", label="video format", value=repr(video))
     if not (fps > 0 and math.isfinite(fps)):
-        raise StyleforgeError(f"--fps {fps}: must be a positive number, e.g. 10")
+        raise StyleforgeError("must be a positive number, e.g. 10", param="fps", value=fps)
     check_truncation(truncation_psi)
     check_outdir(outdir)
     dev = resolve_device(device)
     G, net_path = load_generator(network, dev, allow_download)
     if steps > max_steps(G):
-        raise StyleforgeError(f"--steps {steps}: at most {max_steps(G)} frames for this {G.img_resolution} px network "
-                              f"(every frame is kept in memory for the strip and the video); use fewer --steps")
+        raise StyleforgeError(f"at most {max_steps(G)} frames for this {G.img_resolution} px network (every frame is "
+                              "kept in memory for the strip and the video); use fewer steps", param="steps", value=steps)
     it = interpolate_latents(G, steps, space, from_w, to_w, from_seed, to_seed, truncation_psi)
     frames = []
     with torch.no_grad(), tqdm(total=len(it.ws), unit="frame", desc="interpolate", disable=not progress) as bar:
         for i in range(len(it.ws)):
             img = G.synthesis(torch.from_numpy(it.ws[i: i + 1]).to(dev), noise_mode="const")
-            frames.append(to_uint8(img)[0])
+            frames.append(uint8_as_generate(img)[0])
             bar.update(1)
     out = ensure_outdir(outdir)
     strip = save_image(make_grid(frames, cols=len(frames)), out / "interp.png")

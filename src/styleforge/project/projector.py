@@ -1,7 +1,7 @@
 """The official StyleGAN2-ADA projector, in W and W+, for several targets in one batched call.
 
 :func:`project` optimises latents (and the synthesis noise maps) so that ``G.synthesis`` reproduces each
-target under a perceptual :class:`~styleforge.project.features.FeatureNet`. With ``space='w'`` and the
+target under a perceptual :class:`~styleforge.perceptual.features.FeatureNet`. With ``space='w'`` and the
 defaults it is the official algorithm step for step:
 
 - W statistics from 10,000 samples ``z = RandomState(123).randn(10000, z_dim)`` mapped without truncation
@@ -39,7 +39,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import StyleforgeError
-from .features import FeatureNet
+from ..images import to_image_range
+from ..perceptual.features import FeatureNet
 
 SPACES = ("w", "w+")
 
@@ -186,17 +187,6 @@ def noise_regularizer(noises: Sequence[torch.Tensor]) -> torch.Tensor:
                 break
             x = F.avg_pool2d(x, kernel_size=2)
     return reg
-
-
-def to_image_range(img: torch.Tensor) -> torch.Tensor:
-    """Synthesis output (about [-1, 1]) -> [0, 255] float, the projector's conversion."""
-    return (img + 1) * (255 / 2)
-
-
-def to_uint8(img: torch.Tensor) -> np.ndarray:
-    """[N, C, H, W] synthesis output -> [N, H, W, C] uint8 as the official projector saves proj.png:
-    (x + 1) * 127.5, clamp, truncate (not generate.py's +128)."""
-    return to_image_range(img).permute(0, 2, 3, 1).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 @dataclass

@@ -45,6 +45,8 @@ import numpy as np
 import torch
 
 from ..errors import StyleforgeError
+from ..images import make_grid, read_image, uint8_as_training
+from ..video import write_gif
 from ..utils.fileio import atomic_path, ensure_outdir, save_image, save_json
 from .presets import TrainingOptions, TrainSettings, resolve_options
 
@@ -99,7 +101,7 @@ def _launched_by_torchrun() -> bool:
 
 def setup_distributed(gpus: Optional[int], device: str) -> DistInfo:
     """Processes and device: torchrun's environment when present, else one process (CUDA: spawn is the caller's)."""
-    from ..utils.cli import resolve_device
+    from ..utils.runtime import resolve_device
 
     if gpus is not None and (gpus < 1 or gpus & (gpus - 1)):
         raise StyleforgeError(f"--gpus {gpus}: must be a power of two (1, 2, 4, ...)")
@@ -240,34 +242,18 @@ def open_dataset(path: str, cond: bool = True, mirror: bool = False):
 
 
 def _grid_uint8(images: torch.Tensor, cols: int) -> np.ndarray:
-    """[N, C, H, W] in [-1, 1] -> HWC uint8 grid (official training-grid conversion: (x + 1) * 127.5, rounded)."""
-    from ..generate import make_grid
-
-    x = ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return make_grid(list(x), cols=cols)
+    """[N, C, H, W] in [-1, 1] -> HWC uint8 grid, converted as the official training loop converts."""
+    return make_grid(list(uint8_as_training(images)), cols=cols)
 
 
 def _write_gif(run_dir: Path) -> Optional[Path]:
     """fakes.gif from fakes_init.png and every fakesNNNNNN.png, in training order (frames at most 1024 px)."""
-    import PIL.Image
-
     frames = sorted(run_dir.glob("fakes[0-9]*.png"))
     if (run_dir / "fakes_init.png").exists():
         frames.insert(0, run_dir / "fakes_init.png")
     if len(frames) < 2:
         return None
-    imgs = []
-    for f in frames:
-        with PIL.Image.open(f) as im:
-            im = im.convert("RGB")
-            if max(im.size) > 1024:
-                s = 1024 / max(im.size)
-                im = im.resize((max(int(im.size[0] * s), 1), max(int(im.size[1] * s), 1)), PIL.Image.BILINEAR)
-            imgs.append(im.copy())
-    out = run_dir / "fakes.gif"
-    with atomic_path(out) as tmp:
-        imgs[0].save(tmp, format="GIF", save_all=True, append_images=imgs[1:], duration=300, loop=0)
-    return out
+    return write_gif([read_image(f, "RGB") for f in frames], run_dir / "fakes.gif", fps=1000 / 300, max_side=1024)
 
 
 def _peak_memory_gb(device: torch.device) -> Dict[str, float]:
@@ -936,6 +922,7 @@ class TrainResult:
     cur_nimg: int = 0
     stopped: bool = False
     done: bool = False
+    rank: int = 0  # this process's rank (torchrun): only rank 0 reports
 
 
 def _check_data_matches(opts_res: int, opts_ch: int, c_dim: int, ds, cond: bool, what: str) -> None:
@@ -1089,7 +1076,7 @@ def spawn_training(nprocs: int, kwargs: Dict[str, Any]) -> TrainResult:
 
 def _train(outdir, data, settings: TrainSettings, dist: DistInfo, log: _Logger, *, overrides, step_callback,
            snapshot_callback, handle_signals, dry_run) -> TrainResult:
-    from ..networks.checkpoint import load_networks
+    from .. import zoo
 
     s, resume = settings, settings.resume
 
@@ -1111,9 +1098,9 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, log: _Logger, 
                 if rp.is_dir() and (rp / STATE_NAME).is_file():
                     rp = rp / STATE_NAME
                 if not rp.exists():
-                    from ..utils.cache import resolve_file
+                    from .. import zoo
 
-                    rp = resolve_file(str(resume), what="network or resume state")
+                    rp = zoo.resolve(str(resume))
                 decision["state" if is_state_file(rp) else "network"] = str(rp)
         except StyleforgeError as e:
             decision["error"] = str(e)
@@ -1158,7 +1145,7 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, log: _Logger, 
         if overrides:
             opts = TrainingOptions.from_dict(_deep_update(opts.to_dict(), overrides))
         if decision["network"]:
-            bundle = load_networks(decision["network"])
+            bundle = zoo.load_networks(decision["network"], roles=None)
             gen = bundle.networks.get("G") or bundle.networks.get("G_ema")
             if gen is None or not hasattr(gen, "mapping"):
                 raise StyleforgeError(f"{decision['network']}: has no StyleGAN2 generator to fine-tune")
@@ -1222,7 +1209,7 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, log: _Logger, 
         res = trainer.run()
     return TrainResult(run_dir=run_dir, options=opts, snapshot=res.get("snapshot"), state=res.get("state"),
                        cur_nimg=res.get("cur_nimg", trainer.cur_nimg), stopped=res.get("stopped", False),
-                       done=res.get("done", False))
+                       done=res.get("done", False), rank=dist.rank)
 
 
 def _truncate_stats(path: Path, kimg: float) -> None:

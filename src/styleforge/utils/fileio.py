@@ -16,8 +16,11 @@ import os
 import signal
 import tempfile
 import threading
+import zipfile
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Tuple, Union
+
+import numpy as np
 
 from ..errors import StyleforgeError
 
@@ -68,7 +71,7 @@ def _is_write_failure(e: BaseException, *paths: Path) -> bool:
     return any(f is not None and str(f) in names for f in (e.filename, e.filename2))
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
     """Permissions of a newly created file under the process umask (what open() would give), e.g. 0o644."""
     global _FILE_MODE
     if _FILE_MODE is None:
@@ -97,7 +100,7 @@ def atomic_path(path: PathLike, flag: Optional[str] = None) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        os.chmod(tmp_path, _file_mode())  # mkstemp makes 0600 files; results should be as readable as open()'s
+        os.chmod(tmp_path, file_mode())  # mkstemp makes 0600 files; results should be as readable as open()'s
         os.replace(tmp_path, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
@@ -196,3 +199,51 @@ def save_json(path: PathLike, obj) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     return path
+
+
+class NpzStream:
+    """An ``.npz`` written array by array, each array block by block, so that memory does not grow with its
+    size: one uncompressed ``<name>.npy`` member per array, as ``np.savez`` lays it out (``np.load`` reads it).
+    Made by :func:`npz_stream`."""
+
+    def __init__(self, zf: zipfile.ZipFile):
+        self._zf = zf
+        self._member = None
+        self._left = 0
+
+    def begin(self, name: str, shape: Tuple[int, ...], dtype) -> None:
+        """Start array ``name``; exactly ``prod(shape)`` values must follow, in C order, through :meth:`write`."""
+        self.end()
+        self._dtype = np.dtype(dtype)
+        self._left = int(np.prod(shape)) * self._dtype.itemsize
+        self._member = self._zf.open(name + ".npy", "w", force_zip64=self._left > (1 << 31) - (1 << 16))
+        np.lib.format.write_array_header_1_0(self._member, {
+            "descr": np.lib.format.dtype_to_descr(self._dtype), "fortran_order": False, "shape": tuple(shape)})
+
+    def write(self, block) -> None:
+        data = np.ascontiguousarray(block, dtype=self._dtype)
+        if data.nbytes > self._left:
+            raise ValueError("more values than the array's shape holds")
+        self._member.write(memoryview(data).cast("B"))
+        self._left -= data.nbytes
+
+    def end(self) -> None:
+        if self._member is not None:
+            member, self._member = self._member, None
+            member.close()
+            if self._left:
+                raise ValueError("an array of the .npz ended before its shape was filled")
+
+
+@contextlib.contextmanager
+def npz_stream(path: Union[str, os.PathLike]) -> Iterator[NpzStream]:
+    """Write an .npz through :class:`NpzStream`, atomically (temporary name, renamed when the block ends)."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        stream = NpzStream(zf)
+        try:
+            yield stream
+            stream.end()  # checks that the last array is complete
+        finally:
+            stream._member, member = None, stream._member
+            if member is not None:  # left open by a failure (zipfile cannot close with a member open)
+                member.close()

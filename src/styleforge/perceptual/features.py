@@ -1,4 +1,4 @@
-"""Perceptual feature networks behind one interface, plus small image-quality helpers (PSNR, SSIM).
+"""Perceptual feature networks behind one interface.
 
 Every feature network is a :class:`FeatureNet`: call it on images with values in [0, 255], shaped
 [N, C, H, W] (float or uint8), and it returns a feature tensor [N, ...] such that the distance between two
@@ -12,8 +12,9 @@ Implementations:
 - :class:`DiscriminatorFeatures`: intermediate activations of a StyleGAN2 discriminator (the one in the same
   network file), so projection works offline with any full network pickle;
 - :class:`PixelLoss`: mean squared error on [0, 1] pixels, optionally plus ``ssim_weight * (1 - SSIM)``;
-- :class:`RandomConvFeatures`: a deterministic random conv net (tiny by default; VGG16-shaped on request),
-  for tests and benchmarks.
+- :class:`~styleforge.perceptual.standins.RandomConvFeatures`: a deterministic random conv net (tiny by
+  default; VGG16-shaped on request, savable as a TorchScript file with vgg16.pt's call signature), for tests and
+  benchmarks.
 
 :func:`area_downsample` is the official "shrink to 256x256 with area averaging when larger" step. The
 module is meant to be shared by the metrics code, so it depends on nothing but torch (no torchvision).
@@ -32,11 +33,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import StyleforgeError
+from .similarity import ssim
 
-__all__ = [
-    "FeatureNet", "VGG16LPIPS", "DiscriminatorFeatures", "PixelLoss", "RandomConvFeatures",
-    "VGG16_LAYOUT", "area_downsample", "lpips_normalize", "psnr", "ssim",
-]
+__all__ = ["FeatureNet", "VGG16LPIPS", "DiscriminatorFeatures", "PixelLoss", "area_downsample", "lpips_normalize"]
 
 
 def area_downsample(images: torch.Tensor, size: int = 256) -> torch.Tensor:
@@ -125,7 +124,7 @@ class VGG16LPIPS(FeatureNet):
     per image; the squared distance of two vectors is the LPIPS distance.
 
     ``eager``: walk the file's graph in eager mode with styleforge's convolutions when a probe shows the same
-    results (:mod:`styleforge.project.scripted`); False runs the TorchScript runtime. Default: True unless
+    results (:mod:`styleforge.perceptual.scripted`); False runs the TorchScript runtime. Default: True unless
     the environment sets ``STYLEFORGE_VGG_EAGER=0``.
 
     Security note: a TorchScript file is *code* (``torch.jit.load`` runs the graph stored in it, and a
@@ -162,7 +161,7 @@ class VGG16LPIPS(FeatureNet):
     @staticmethod
     def _wrap(net: torch.jit.ScriptModule) -> nn.Module:
         """Run the file's graph eagerly with styleforge's convolutions when a probe shows the same features
-        and input gradients as the TorchScript runtime (see :mod:`styleforge.project.scripted`)."""
+        and input gradients as the TorchScript runtime (see :mod:`styleforge.perceptual.scripted`)."""
         from .scripted import eager_or_script
 
         dev = next((p.device for p in net.parameters()), torch.device("cpu"))
@@ -288,158 +287,3 @@ class PixelLoss(FeatureNet):
 # ----------------------------------------------------------------------------------------------------------
 
 # VGG16's convolution stack: numbers are 3x3 conv output channels (each followed by ReLU), 'M' a 2x2 max-pool.
-VGG16_LAYOUT = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
-
-
-class RandomConvFeatures(FeatureNet):
-    """A deterministic random conv net with LPIPS-style taps (before every pool and at the end).
-
-    ``layout`` lists conv widths and 'M' for max-pools; the default is tiny (for tests), and
-    ``RandomConvFeatures(VGG16_LAYOUT)`` has VGG16's shape and cost (for benchmarks). Weights are drawn
-    from ``seed`` with a private generator (He initialisation), so they never touch the global RNG.
-    """
-
-    name = "random"
-
-    def __init__(self, layout: Sequence = (8, "M", 16, "M", 32), seed: int = 0, in_channels: int = 3,
-                 max_size: Optional[int] = 256):
-        super().__init__()
-        self.max_size = max_size
-        self.layout = tuple(layout)
-        gen = torch.Generator().manual_seed(seed)
-        self.convs = nn.ModuleList()
-        c = in_channels
-        for item in self.layout:
-            if item == "M":
-                continue
-            conv = nn.Conv2d(c, int(item), 3, padding=1)
-            with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * math.sqrt(2.0 / (c * 9)))
-                conv.bias.zero_()
-            self.convs.append(conv)
-            c = int(item)
-        self.freeze()
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        h = x * (2 / 255) - 1
-        acts = []
-        i = 0
-        for item in self.layout:
-            if item == "M":
-                acts.append(h)
-                h = F.max_pool2d(h, 2)
-            else:
-                h = F.relu(self.convs[i](h))
-                i += 1
-        acts.append(h)
-        return lpips_normalize(acts)
-
-    def describe(self) -> str:
-        return f"random conv net ({len(self.convs)} convs, test/benchmark only)"
-
-    def save_torchscript(self, path: Union[str, Path]) -> Path:
-        """Save this network as a TorchScript file with the official ``vgg16.pt`` call signature,
-        ``net(images_0_255, resize_images=True, return_lpips=False)`` (``return_lpips=True``: the same
-        features as :meth:`features`; ``resize_images``: area-resize to 224 px first), so that tests and
-        benchmarks can run :class:`VGG16LPIPS` without NVIDIA's file."""
-        with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; the official file is one
-            warnings.simplefilter("ignore", DeprecationWarning)
-            net = torch.jit.script(_ScriptableConvNet(self.layout, self.convs))
-        path = Path(path)
-        net.save(str(path))
-        return path
-
-
-class _ScriptableConvNet(nn.Module):
-    """:class:`RandomConvFeatures` as a scriptable module with the official VGG16 file's signature."""
-
-    def __init__(self, layout: Sequence, convs: nn.ModuleList):
-        super().__init__()
-        stages: List[nn.Module] = []
-        current: List[nn.Module] = []
-        it = iter(convs)
-        for item in layout:
-            if item == "M":
-                stages.append(nn.Sequential(*current))
-                current = []
-            else:
-                conv = next(it)
-                copy = nn.Conv2d(conv.in_channels, conv.out_channels, 3, padding=1)
-                copy.load_state_dict(conv.state_dict())
-                current += [copy, nn.ReLU()]
-        stages.append(nn.Sequential(*current))
-        self.stages = nn.ModuleList(stages)
-
-    def forward(self, x: torch.Tensor, resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
-        if resize_images:
-            x = F.interpolate(x, size=(224, 224), mode="area")
-        h = x * (2 / 255) - 1
-        feats: List[torch.Tensor] = []
-        for i, stage in enumerate(self.stages):
-            if i > 0:
-                h = F.max_pool2d(h, 2)
-            h = stage(h)
-            feats.append(h)
-        if not return_lpips:
-            return h.flatten(1)
-        out: List[torch.Tensor] = []
-        for a in feats:
-            a = a / (a.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)
-            out.append(a.flatten(1) * (1.0 / math.sqrt(a.shape[2] * a.shape[3])))
-        return torch.cat(out, dim=1)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Image-quality helpers (used for the projector's report; metrics may share them).
-
-
-def psnr(a, b, data_range: float = 255.0) -> float:
-    """Peak signal-to-noise ratio in dB of two equally shaped images (numpy arrays or tensors); inf if equal."""
-    ta = torch.tensor(a, dtype=torch.float64) if not torch.is_tensor(a) else a.double()
-    tb = torch.tensor(b, dtype=torch.float64) if not torch.is_tensor(b) else b.double()
-    mse = (ta - tb).square().mean().item()
-    if mse == 0:
-        return float("inf")
-    return 10 * math.log10(data_range**2 / mse)
-
-
-def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
-    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
-
-
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 255.0, win_size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    """Mean structural similarity per image, [N], of [N, C, H, W] tensors (Wang et al. 2004: Gaussian
-    window 11 / sigma 1.5, K1 0.01, K2 0.03, averaged over channels and the positions where the window fits).
-
-    Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=...)``. Images smaller than the window use a smaller odd window.
-    Differentiable.
-    """
-    a = torch.as_tensor(a)
-    b = torch.as_tensor(b)
-    dtype = a.dtype if a.is_floating_point() else torch.float64
-    a = a.to(dtype)
-    b = b.to(dtype)
-    if a.ndim == 3:
-        a, b = a[None], b[None]
-    n, c, h, w = a.shape
-    size = min(win_size, h, w)
-    if size % 2 == 0:
-        size -= 1
-    size = max(size, 1)
-    g = _gaussian_window(size, sigma, dtype, a.device)
-    k2 = torch.outer(g, g)[None, None].repeat(c, 1, 1, 1)
-
-    def blur(x):
-        return F.conv2d(x, k2, groups=c)
-
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    mu_a, mu_b = blur(a), blur(b)
-    saa = blur(a * a) - mu_a * mu_a
-    sbb = blur(b * b) - mu_b * mu_b
-    sab = blur(a * b) - mu_a * mu_b
-    s = ((2 * mu_a * mu_b + c1) * (2 * sab + c2)) / ((mu_a**2 + mu_b**2 + c1) * (saa + sbb + c2))
-    return s.flatten(1).mean(dim=1)

@@ -1,93 +1,19 @@
-"""Helpers shared by every command-line tool: error handling, seed/shard parsing, device choice.
+"""What every tool resolves at run time, without any command-line library: seed lists, shards of a batch job
+(with SLURM's array variables), the output folder check and the device.
 
-Each CLI is a :func:`command` (a click command whose usage errors print one line) wrapped by
-:func:`user_errors`, so a :class:`StyleforgeError`, a bad flag value or a warning prints one line
-(``error: ...`` / ``warning: ...``) without a traceback or usage text.
+Errors name the setting (``param``) and the value; the command-line tools add their flag's name.
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import os
 import re
-import sys
-import warnings
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
-
-import click
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..errors import StyleforgeError
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    """torch's out-of-memory errors (CUDA, MPS, the CPU allocator) and Python's MemoryError."""
-    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-        return True
-    msg = str(e)
-    return isinstance(e, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """warnings.showwarning for the CLIs: ``warning: <message>`` on one line, without the source location."""
-    click.echo("warning: " + " ".join(str(message).split()), err=True)
-
-
-def user_errors(fn: Callable) -> Callable:
-    """Turn StyleforgeError into ``error: <message>`` on stderr and exit code 1 (130 on Ctrl-C); running out
-    of memory likewise, with the usual remedy. Warnings raised meanwhile print as ``warning: <message>``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            with warnings.catch_warnings():  # restores the previous showwarning afterwards
-                warnings.showwarning = _show_warning
-                return fn(*args, **kwargs)
-        except StyleforgeError as e:
-            click.echo("error: " + " ".join(str(e).splitlines()), err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-        except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
-            if not _out_of_memory(e):
-                raise
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            click.echo(f"error: out of memory ({first}); use a smaller batch (--batch-size, --batch) or a device "
-                       "with more memory", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-class OneLineUsageError(click.UsageError):
-    """A click usage error (bad or missing flag value) shown as ``error: <message>``, without the usage text."""
-
-    def show(self, file=None) -> None:
-        click.echo("error: " + " ".join(self.format_message().split()), file=file, err=file is None)
-
-
-class Command(click.Command):
-    """click.Command whose usage errors (``--seeds a``, ``--outdir`` naming a file, ``--num-steps 0``, a
-    missing required flag, ...) print one line and exit 2; ``--help`` still shows the usage."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except OneLineUsageError:
-            raise
-        except click.UsageError as e:
-            raise OneLineUsageError(e.format_message(), e.ctx) from None
-
-
-def command(**kwargs) -> Callable:
-    """``click.command`` for styleforge tools: :class:`Command` (one-line usage errors) and ``-h``/``--help``."""
-    kwargs.setdefault("cls", Command)
-    kwargs.setdefault("context_settings", {"help_option_names": ["-h", "--help"]})
-    return click.command(**kwargs)
-
 
 _RANGE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
 
@@ -169,41 +95,17 @@ def parse_int_list(spec: str, what: str = "seeds") -> SeedList:
     """Parse ``'0-7,12'`` into the seeds 0, 1, ..., 7, 12 (ranges inclusive, order kept), as a :class:`SeedList`."""
     ranges: List[range] = []
     if spec is None or not str(spec).strip():
-        raise StyleforgeError(f"--{what}: empty list; use e.g. '0-7,12'")
+        raise StyleforgeError("empty list; use e.g. '0-7,12'", param=what)
     for part in str(spec).split(","):
         m = _RANGE.match(part)
         if not m:
-            raise StyleforgeError(f"--{what}: cannot parse {part.strip()!r}; use numbers and ranges like '0-7,12'")
+            raise StyleforgeError(f"cannot parse {part.strip()!r}; use numbers and ranges like '0-7,12'", param=what)
         a = int(m.group(1))
         b = int(m.group(2)) if m.group(2) is not None else a
         if b < a:
-            raise StyleforgeError(f"--{what}: range {part.strip()!r} runs backwards; write it as '{b}-{a}'")
+            raise StyleforgeError(f"range {part.strip()!r} runs backwards; write it as '{b}-{a}'", param=what)
         ranges.append(range(a, b + 1))
     return SeedList(ranges)
-
-
-class IntListParam(click.ParamType):
-    """click type for ``0-7,12`` style lists (a :class:`SeedList`: ranges stay ranges)."""
-
-    name = "LIST"
-
-    def __init__(self, what: str = "seeds", min_value: Optional[int] = 0, max_value: Optional[int] = 2**32 - 1):
-        self.what = what
-        self.min_value = min_value
-        self.max_value = max_value
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (SeedList, list)):
-            return value
-        try:
-            vals = parse_int_list(value, self.what)
-        except StyleforgeError as e:
-            self.fail(str(e).split(": ", 1)[1], param, ctx)
-        for r in vals.ranges:
-            for v in (r.start, r.stop - 1):
-                if (self.min_value is not None and v < self.min_value) or (self.max_value is not None and v > self.max_value):
-                    self.fail(f"value {v} is outside [{self.min_value}, {self.max_value}]", param, ctx)
-        return vals
 
 
 _SLURM_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP")
@@ -220,11 +122,12 @@ def _slurm_shard() -> Optional[Tuple[int, int]]:
         tid, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
         first, step = int(env["SLURM_ARRAY_TASK_MIN"] or 0), int(env["SLURM_ARRAY_TASK_STEP"] or 1)
     except ValueError:
-        raise StyleforgeError(f"SLURM array variables are not integers ({shown}); pass --shard i/n") from None
+        raise StyleforgeError(f"SLURM array variables are not integers ({shown}); give the shard as i/n",
+                              param="shard") from None
     i, rest = divmod(tid - first, max(step, 1))
     if count < 1 or rest or not 0 <= i < count:
-        raise StyleforgeError(f"shard {i}/{count} from the SLURM array ({shown}) is out of range; use i/n with "
-                              "0 <= i < n: fix the --array range or pass --shard i/n")
+        raise StyleforgeError(f"{i}/{count} from the SLURM array ({shown}) is out of range; use i/n with "
+                              "0 <= i < n: fix the job's --array range or give the shard as i/n", param="shard")
     return i, count
 
 
@@ -234,10 +137,10 @@ def parse_shard(spec: Optional[str]) -> Tuple[int, int]:
         return _slurm_shard() or (0, 1)
     m = re.match(r"^\s*(\d+)\s*/\s*(\d+)\s*$", str(spec))
     if not m:
-        raise StyleforgeError(f"--shard: cannot parse {spec!r}; use i/n with 0 <= i < n, e.g. 3/10")
+        raise StyleforgeError("cannot parse it; use i/n with 0 <= i < n, e.g. 3/10", param="shard", value=repr(spec))
     i, n = int(m.group(1)), int(m.group(2))
     if n < 1 or not 0 <= i < n:
-        raise StyleforgeError(f"--shard: {spec!r} is out of range; use i/n with 0 <= i < n")
+        raise StyleforgeError("out of range; use i/n with 0 <= i < n", param="shard", value=repr(spec))
     return i, n
 
 
@@ -259,10 +162,12 @@ def check_outdir(outdir: Union[str, os.PathLike]) -> Path:
     while not p.exists() and p.parent != p:
         p = p.parent
     if not p.is_dir():
-        raise StyleforgeError(f"{outdir}: cannot create output folder ({p} is a file); choose another --outdir")
+        raise StyleforgeError(f"{outdir}: cannot create output folder ({p} is a file); choose another output folder",
+                              param="outdir")
     if not os.access(p, os.W_OK | os.X_OK):
         where = "" if p == outdir else f" ({p} is not writable)"
-        raise StyleforgeError(f"{outdir}: output folder is not writable{where}; choose another --outdir")
+        raise StyleforgeError(f"{outdir}: output folder is not writable{where}; choose another output folder",
+                              param="outdir")
     return outdir
 
 
@@ -280,18 +185,13 @@ def resolve_device(name: Optional[str] = "auto"):
         return torch.device("cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise StyleforgeError("--device cuda: no CUDA device is available here; use --device cpu or auto")
+            raise StyleforgeError("no CUDA device is available here; use cpu or auto", param="device", value=name)
         return torch.device(name)
     if name == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise StyleforgeError("--device mps: Apple MPS is not available here; use --device cpu or auto")
+            raise StyleforgeError("Apple MPS is not available here; use cpu or auto", param="device", value="mps")
         return torch.device("mps")
     if name == "cpu":
         return torch.device("cpu")
-    raise StyleforgeError(f"--device: unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
-
-
-device_option = click.option(
-    "--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps"
-)
+    raise StyleforgeError("unknown device; use auto, cpu, cuda, cuda:N or mps", param="device", value=repr(name))

@@ -14,7 +14,7 @@ The result is only trusted after checking it: :func:`eager_or_script` runs both 
 TorchScript module on a probe input and keeps the eager one only when their outputs (and input gradients)
 agree to float rounding; otherwise, or when a later call reaches an operator the walker does not know, the
 TorchScript module is used as shipped. Loading a TorchScript file already runs its code (see the security
-note in :mod:`styleforge.project.features`); this walker runs the same graph and adds no new capability.
+note in :mod:`styleforge.perceptual.features`); this walker runs the same graph and adds no new capability.
 """
 
 from __future__ import annotations
