@@ -31,7 +31,7 @@ def _out_of_memory(e: BaseException) -> bool:
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """warnings.showwarning for the CLIs: ``warning: <message>`` on one line, without the source location,
     naming the setting by its flag when the warning is about one (a StyleforgeWarning)."""
-    click.echo("warning: " + _text(message), err=True)
+    click.echo("warning: " + message_text(message), err=True)
 
 
 def flag_for(param: Optional[str], ctx: Optional[click.Context] = None) -> Optional[str]:
@@ -54,15 +54,16 @@ def flags_for(message, ctx: Optional[click.Context] = None) -> dict:
     return {p: f for p, f in flags.items() if f}
 
 
-def _text(message, ctx: Optional[click.Context] = None) -> str:
-    """One line, naming settings by this command's flags."""
+def message_text(message, ctx: Optional[click.Context] = None) -> str:
+    """A StyleforgeError, StyleforgeWarning or plain message as one line, naming settings by this command's
+    flags."""
     text = message.render(flags_for(message, ctx)) if hasattr(message, "render") else str(message)
     return " ".join(text.split())
 
 
 def error_line(e: StyleforgeError, ctx: Optional[click.Context] = None) -> str:
     """``error: <message>`` on one line, naming settings by this command's flags."""
-    return "error: " + _text(e, ctx)
+    return "error: " + message_text(e, ctx)
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -1,0 +1,42 @@
+"""The command-line front end of :mod:`styleforge.utils.progress`: tqdm bars and one-line notes on stderr."""
+
+from __future__ import annotations
+
+import sys
+from typing import Dict
+
+import click
+
+from ..utils.progress import Callback, Event
+from .options import message_text
+
+PREFIX = {"info": "note: ", "warning": "warning: ", "failed": "failed: "}
+
+
+def cli_callback(enabled: bool = True) -> Callback:
+    """A callback that shows each stage as a tqdm bar on stderr (``enabled=False``: no bars, notes only) and
+    each note as one line, settings named by the running command's flags. A note ends an open bar's line first."""
+    from tqdm import tqdm
+
+    bars: Dict[str, "tqdm"] = {}
+
+    def callback(e: Event) -> None:
+        if e.kind == "begin":
+            bars[e.stage] = tqdm(total=e.total, unit=e.unit, desc=e.stage, disable=not enabled, file=sys.stderr)
+        elif e.kind == "advance" and e.stage in bars:
+            bar = bars[e.stage]
+            if e.info:
+                bar.set_postfix(e.info, refresh=False)
+            bar.update(e.n)
+        elif e.kind == "end" and e.stage in bars:
+            bars.pop(e.stage).close()
+        elif e.kind == "note":
+            text = PREFIX.get(e.level, "") + message_text(e.message)
+            if bars:
+                for bar in bars.values():
+                    bar.clear()
+                tqdm.write(text, file=sys.stderr)
+            else:
+                click.echo(text, err=True)
+
+    return callback
