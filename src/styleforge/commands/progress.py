@@ -33,9 +33,7 @@ def cli_callback(enabled: bool = True) -> Callback:
         elif e.kind == "note":
             text = PREFIX.get(e.level, "") + message_text(e.message)
             if bars:
-                for bar in bars.values():
-                    bar.clear()
-                tqdm.write(text, file=sys.stderr)
+                tqdm.write(text, file=sys.stderr)  # above the open bars
             else:
                 click.echo(text, err=True)
 
