@@ -128,8 +128,8 @@ def _parity_one(path: Path, folder: Path, dev: torch.device) -> dict:
 
 
 @section("parity")
-def parity(fixtures: Path):
-    names = [p.stem for p in sorted(fixtures.glob("*.pkl"))]
+def parity(folders):
+    pkls = [p for f in folders for p in sorted(Path(f).glob("*.pkl")) if (p.parent / p.stem / "z.npy").exists()]
     res = {}
     devs = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for dev in devs:
@@ -137,8 +137,7 @@ def parity(fixtures: Path):
             torch.backends.cudnn.allow_tf32 = tf32
             torch.backends.cuda.matmul.allow_tf32 = tf32
             key = f"{dev.type}" + ("_tf32" if tf32 else "")
-            res[key] = {n: _parity_one(fixtures / f"{n}.pkl", fixtures / n, dev) for n in names
-                        if (fixtures / n / "z.npy").exists()}
+            res[key] = {p.stem: _parity_one(p, p.parent / p.stem, dev) for p in pkls}
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     return res
@@ -169,11 +168,11 @@ def generate(runs: int):
 
 
 @section("generate_cli")
-def generate_cli(fixtures: Path):
+def generate_cli(folders):
     import subprocess
 
     out = {}
-    pkl = next(iter(sorted(fixtures.glob("*.pkl"))), None)
+    pkl = next(iter(sorted(p for f in folders for p in Path(f).glob("*.pkl"))), None)
     if pkl is None:
         return {"skipped": "no fixture pickle"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -224,7 +223,7 @@ def project_speed(steps: int):
 
 
 @section("train")
-def train_check(fixtures: Path, runs: int):
+def train_check(runs: int):
     """Training speed on CUDA through the same code train_speed.py times (paper256, batch 32, fp32)."""
     import subprocess
 
@@ -241,17 +240,19 @@ def train_check(fixtures: Path, runs: int):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fixtures", type=Path, default=ROOT.parent / "shared" / "fixtures" / "official")
+    ap.add_argument("--fixtures", type=Path, action="append",
+                    help="folder of official-format fixtures (repeatable; default ../shared/fixtures/official)")
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--only", action="append", help="run only these sections")
     a = ap.parse_args()
+    a.fixtures = a.fixtures or [ROOT.parent / "shared" / "fixtures" / "official"]
     todo = a.only or ["env", "parity", "generate", "generate_cli", "project", "train"]
     steps = {
         "env": lambda: env(), "parity": lambda: parity(a.fixtures), "generate": lambda: generate(a.runs),
         "generate_cli": lambda: generate_cli(a.fixtures), "project": lambda: project_speed(a.steps),
-        "train": lambda: train_check(a.fixtures, 3),
+        "train": lambda: train_check(3),
     }
     for name in todo:
         steps[name]()
