@@ -8,6 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# The suite checks CPU behaviour (what CI has); a machine with a GPU would otherwise run the `--device auto`
+# cases there (2-rank torchrun on one GPU, deterministic CUDA kernels...). GPUs are checked by
+# benchmarks/gpu_check.py; STYLEFORGE_TEST_CUDA=1 keeps them visible. Set before torch initialises CUDA, and
+# inherited by the subprocesses the tests start.
+if os.environ.get("STYLEFORGE_TEST_CUDA") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = Path(os.environ.get("STYLEFORGE_FIXTURES", ROOT.parent / "shared" / "fixtures" / "official"))
 OFFICIAL_NAMES = ["paper256_r128", "cifar_cond_r32", "resnet_fp32_r64"]
