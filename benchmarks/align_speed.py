@@ -88,8 +88,7 @@ def main():
 
             def batch():
                 k[0] += 1
-                align_images(src, Path(tmp) / f"out{size}_{k[0]}", size=size, detector=det, skip_existing=False,
-                             progress=False, log=lambda m: None)
+                align_images(src, Path(tmp) / f"out{size}_{k[0]}", size=size, detector=det, skip_existing=False)
 
             bmin, bmed = timed(batch, a.runs)
             rows.append((f"align_images end to end, {size}px", size, bmin, bmed))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import types
 from pathlib import Path
 
+import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -17,6 +19,8 @@ from conftest import assert_one_line_error
 from styleforge.align import align_face, align_face_5, align_images, ffhq_quad, five_from_68, points_to_aligned
 from styleforge.align import landmarks as lmmod
 from styleforge.commands.align import align_cmd
+from styleforge.commands.options import error_line
+from styleforge.commands.progress import note_line
 from styleforge.errors import StyleforgeError
 
 skdata = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) provides the test photos")
@@ -63,6 +67,14 @@ def one_line_error(r, *needles):
 
 def warnings_in(output: str):
     return [ln for ln in output.splitlines() if ln.startswith("warning:")]
+
+
+def notes_to(lines: list):
+    """A progress callback that appends each note as the align command prints it (``warning: ...``)."""
+    def callback(e):
+        if e.kind == "note":
+            lines.append(note_line(e, click.Context(align_cmd)))
+    return callback
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -299,8 +311,7 @@ def test_all_faces_writes_numbered_files_best_first(tmp_path, astronaut):
     assert np.allclose(first["box"], ASTRONAUT_FACE, atol=6)
     assert first["faces_written"] == n and first["padding"] is False
     # resume in this mode needs every numbered file
-    res = align_images(src, out, size=64, all_faces=True, padding=False, detector=_NeverCalled(), progress=False,
-                       log=lambda m: None)
+    res = align_images(src, out, size=64, all_faces=True, padding=False, detector=_NeverCalled())
     assert res.counts["skipped"] == 1
     (out / f"astronaut_{n:02d}.png").unlink()
     r = run(["-s", src, "-d", out, "--size", "64", "--all-faces", "--no-padding", "--min-score", "0"])
@@ -350,7 +361,7 @@ def test_min_score_filters_all_faces(tmp_path, scores, min_score, kept):
     Image.fromarray(np.full((120, 100, 3), 90, np.uint8)).save(src)
     logs = []
     res = align_images(src, tmp_path / "out", size=32, all_faces=True, min_score=min_score,
-                       detector=_ScoredFaces(scores), progress=False, log=logs.append)
+                       detector=_ScoredFaces(scores), callback=notes_to(logs))
     got = [json.loads(p.with_suffix(".json").read_text())["score"] for p in res.written]
     assert got == kept
     dropped = [m for m in logs if "dropped" in m]
@@ -417,16 +428,16 @@ def test_shards_partition_the_photos_and_resume(tmp_path):
     seen = []
     for i in range(3):
         det = _FakeDetector()
-        res = align_images(src, out, size=32, shard=(i, 3), detector=det, progress=False, log=lambda m: None)
+        res = align_images(src, out, size=32, shard=(i, 3), detector=det)
         assert res.counts["aligned"] == det.calls == res.images
         seen += [Path(p).name for p in res.aligned]
     assert sorted(seen) == [f"p{i}.png" for i in range(5)]  # every photo exactly once
     assert sorted(p.name for p in out.glob("*.png")) == [f"p{i}.png" for i in range(5)]
-    res = align_images(src, out, size=32, detector=_NeverCalled(), progress=False, log=lambda m: None)
+    res = align_images(src, out, size=32, detector=_NeverCalled())
     assert res.counts == {"images": 5, "aligned": 0, "faces": 0, "skipped": 5, "no_face": 0, "failed": 0, "ignored": 0}
     # more shards than photos: an empty shard is not an error
     logs = []
-    res = align_images(src, out, size=32, shard=(7, 8), detector=_NeverCalled(), log=logs.append)
+    res = align_images(src, out, size=32, shard=(7, 8), detector=_NeverCalled(), callback=notes_to(logs))
     assert res.images == 0 and "no images" in logs[0]
     # the CLI parses --shard
     r = run(["-s", src, "-d", tmp_path / "o2", "--size", "32", "--shard", "5/3"])
@@ -437,9 +448,9 @@ def test_output_folder_inside_the_source_is_not_read_back(tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(src / "a.png")
-    res = align_images(src, src / "aligned", size=32, detector=_FakeDetector(), progress=False, log=lambda m: None)
+    res = align_images(src, src / "aligned", size=32, detector=_FakeDetector())
     assert res.counts["aligned"] == 1
-    res = align_images(src, src / "aligned", size=32, detector=_NeverCalled(), progress=False, log=lambda m: None)
+    res = align_images(src, src / "aligned", size=32, detector=_NeverCalled())
     assert res.images == 1 and res.counts["skipped"] == 1
 
 
@@ -550,9 +561,37 @@ def test_resume_into_a_folder_of_another_size_is_refused(tmp_path):
     src.mkdir()
     Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(src / "a.png")
     out = tmp_path / "out"
-    align_images(src, out, size=32, detector=_FakeDetector(), progress=False, log=lambda m: None)
-    with pytest.raises(StyleforgeError, match=r"already holds 32px faces.*--overwrite"):
-        align_images(src, out, size=64, detector=_NeverCalled(), progress=False, log=lambda m: None)
-    res = align_images(src, out, size=64, detector=_FakeDetector(), skip_existing=False, progress=False,
-                       log=lambda m: None)
+    align_images(src, out, size=32, detector=_FakeDetector())
+    with pytest.raises(StyleforgeError) as e:
+        align_images(src, out, size=64, detector=_NeverCalled())
+    assert re.search(r"already holds 32px faces.*--overwrite", error_line(e.value, click.Context(align_cmd)))
+    assert "or redo them (skip_existing=False)" in str(e.value)  # in Python the message names the argument
+    res = align_images(src, out, size=64, detector=_FakeDetector(), skip_existing=False)
     assert res.counts["aligned"] == 1 and Image.open(out / "a.png").size == (64, 64)
+
+
+def test_library_reports_through_the_callback_and_names_settings_not_flags(tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.full((100, 100, 3), 90, np.uint8)).save(src / "a.png")
+    (src / "b.png").write_bytes(b"not a png")
+    events = []
+    res = align_images(src, tmp_path / "out", size=32, detector=_FakeDetector(), callback=events.append)
+    assert res.counts["aligned"] == 1 and res.counts["failed"] == 1
+    assert [(e.kind, e.stage, e.total) for e in events if e.kind != "advance"][::2] == [
+        ("begin", "align", 2), ("end", "align", None)]
+    notes = [e for e in events if e.kind == "note"]
+    assert len(notes) == 1 and notes[0].level == "warning" and "b.png: not a readable image" in notes[0].message
+    assert events[-2].info == {"faces": 1}
+    for kwargs, text in (({"size": 4}, "size 4: too small"), ({"size": 5000}, "size 5000: too large"),
+                         ({"detector": "mtcnn"}, "detector 'mtcnn': unknown"), ({"shard": (3, 2)}, "shard 3/2: out")):
+        with pytest.raises(StyleforgeError) as e:
+            align_images(src, tmp_path / "o2", skip_existing=False, **kwargs)
+        assert str(e.value).startswith(text) and "--" not in str(e.value), str(e.value)
+    with pytest.raises(StyleforgeError) as e:
+        align_images([], tmp_path / "o2")
+    assert str(e.value) == "no sources given: pass folders or image files"
+    assert error_line(e.value, click.Context(align_cmd)) == "error: no --source given: pass folders or image files"
+    with pytest.raises(StyleforgeError, match=r"nope: no such file or folder \(source\)$"):
+        align_images(tmp_path / "nope", tmp_path / "o2")
+    assert capsys.readouterr() == ("", "")  # nothing printed

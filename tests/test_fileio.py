@@ -117,6 +117,34 @@ def test_ensure_outdir_names_the_path_not_a_flag_unless_told(tmp_path):
         ensure_outdir(tmp_path / "file" / "out", flag="-d/--dest")
 
 
+def test_write_errors_can_be_about_a_setting_which_a_command_names_by_its_flag(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StyleforgeError) as e:
+        ensure_outdir(tmp_path / "file" / "out", param="dest")
+    assert e.value.param == "dest" and str(e.value).endswith("; choose another output folder")
+    assert e.value.render({"dest": "-d/--dest"}).endswith("; choose another -d/--dest")
+    (tmp_path / "out.json").mkdir()
+    with pytest.raises(StyleforgeError) as e:
+        with atomic_path(tmp_path / "out.json", param="outdir"):
+            raise AssertionError("not reached")
+    assert str(e.value).endswith("remove that folder or choose another location")
+    assert e.value.render({"outdir": "--outdir"}).endswith("remove that folder or choose another --outdir")
+
+
+def test_finished_record_needs_the_record_and_every_output(tmp_path):
+    from styleforge.utils.fileio import finished_record
+
+    rec, out = tmp_path / "done.json", tmp_path / "w.npz"
+    assert finished_record(rec, out) is None
+    rec.write_text('{"settings": {"space": "w"}}')
+    assert finished_record(rec, out) is None  # an output is missing
+    out.write_bytes(b"x")
+    assert finished_record(rec, out) == {"settings": {"space": "w"}}
+    for text in ("{not json", "[1, 2]", ""):  # a half-written or foreign record: not finished
+        rec.write_text(text)
+        assert finished_record(rec, out) is None
+
+
 def test_cleanup_on_signals_turns_sigterm_into_an_error_with_exit_code_143():
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(StyleforgeError) as e:

@@ -300,20 +300,8 @@ def test_background_writer_cancels_queued_writes_after_a_failure():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Huge seed lists stream; nonsense values, SLURM shards, usage errors, warnings, leftovers
-
-
-def test_seed_list_keeps_ranges_as_ranges():
-    from styleforge.utils.runtime import SeedList, parse_int_list, shard_items
-
-    seeds = parse_int_list("5,0-99999999,7")
-    assert len(seeds) == 100_000_002 and str(seeds) == "5,0-99999999,7"
-    assert seeds[0] == 5 and seeds[1] == 0 and seeds[-1] == 7 and seeds[100_000_000] == 99_999_999
-    part = shard_items(seeds, (2, 3))  # arithmetic: never expanded
-    assert isinstance(part, SeedList) and len(part) == 33_333_334 and str(part) == "66666667-99999999,7"
-    assert sum(len(shard_items(seeds, (i, 7))) for i in range(7)) == len(seeds)
-    assert list(parse_int_list("3,4-6,9")[1:4]) == [4, 5, 6] and SeedList.of([1, 2, 3, 7]) == [1, 2, 3, 7]
-    assert str(SeedList.of([1, 2, 3, 7, 8])) == "1-3,7-8"
+# Huge seed lists stream (SeedList itself: test_runtime.py); nonsense values, SLURM shards, usage errors, warnings,
+# leftovers
 
 
 def test_huge_seed_range_streams_with_bounded_memory(net, tmp_path, monkeypatch):
@@ -466,3 +454,20 @@ def test_failed_run_leaves_no_empty_outdir(net, tmp_path, monkeypatch):
     monkeypatch.setattr(gen, "uint8_as_generate", oom)  # fails in the first batch, on the device
     one_line_error(run(["--network", net, "--seeds", "0-3", "--outdir", out]), "out of memory")
     assert not (tmp_path / "new").exists()
+
+
+def test_library_reports_progress_through_the_callback(net, tmp_path, capsys):
+    from styleforge.generate import generate_images
+
+    events = []
+    res = generate_images(tmp_path / "o", network=net, seeds=[0, 1, 2], batch_size=2, callback=events.append)
+    assert len(res.files) == 3
+    assert [(e.kind, e.n) for e in events] == [("begin", 0), ("advance", 2), ("advance", 1), ("end", 0)]
+    assert events[0].stage == "generate" and events[0].total == 3 and events[0].unit == "img"
+    events.clear()
+    (tmp_path / "o" / "seed0001.png").unlink()
+    generate_images(tmp_path / "o", network=net, seeds=[0, 1, 2], batch_size=2, skip_existing=True,
+                    callback=events.append)
+    assert [e.info for e in events if e.kind == "advance"] == [{"skipped": 1}, {"skipped": 2}]
+    generate_images(tmp_path / "o2", network=net, seeds=[0])  # no callback: silent
+    assert capsys.readouterr() == ("", "")

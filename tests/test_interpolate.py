@@ -13,6 +13,7 @@ from PIL import Image
 from conftest import assert_one_line_error, tiny_generator
 from styleforge.commands.generate import generate_cmd
 from styleforge.commands.interpolate import interpolate_cmd
+from styleforge.errors import StyleforgeError
 from styleforge.latents import seed_to_z
 from styleforge.networks.checkpoint import save_networks
 from styleforge.project.interpolate import interpolate_latents, lerp, slerp
@@ -228,3 +229,20 @@ def test_latent_file_warning_is_one_line(tmp_path, net, latents):
     assert r.exit_code == 0, r.output
     assert "warning: --trunc applies to seeds only; latent files are used as saved" in r.output.splitlines()
     assert "UserWarning" not in r.output and ".py:" not in r.output
+
+
+def test_library_reports_through_the_callback(tmp_path, net, capsys, monkeypatch):
+    import styleforge.project.interpolate as interp
+    from styleforge.project.interpolate import run_interpolation
+
+    events = []
+    monkeypatch.setattr(interp, "ffmpeg_available", lambda: "ImportError: no imageio")
+    res = run_interpolation(tmp_path / "o", network=net, from_seed=1, to_seed=2, steps=3, callback=events.append)
+    assert res.video.name == "interp.gif"
+    assert [(e.kind, e.stage) for e in events[:1] + events[-2:-1]] == [("begin", "interpolate"), ("end", "interpolate")]
+    assert events[0].total == 3 and sum(e.n for e in events if e.kind == "advance") == 3
+    assert events[-1].kind == "note" and "writing interp.gif instead" in events[-1].message
+    with pytest.raises(StyleforgeError) as e:
+        run_interpolation(tmp_path / "o2", network=net, from_seed=1, to_seed=2, space="q")
+    assert str(e.value) == "space 'q': use z, w or w+"
+    assert capsys.readouterr() == ("", "")  # nothing printed

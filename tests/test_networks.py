@@ -405,3 +405,22 @@ def test_kernels_cached_in_inference_mode_do_not_break_a_later_gradient_pass():
     xg = x.clone().requires_grad_(True)
     ops.conv2d_resample(xg, w, padding=1, layouts=layouts).sum().backward()
     assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_a_state_dict_file_is_refused_with_advice_that_works(tmp_path):
+    """save_networks takes modules, not state dicts: the error for a torch.save file says to load the state dict
+    into a network first, and doing what it says gives a loadable checkpoint."""
+    from styleforge.errors import NetworkFormatError
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(z_dim=8, w_dim=8, img_resolution=8, img_channels=3))
+    torch.save(G.state_dict(), tmp_path / "sd.pt")
+    with pytest.raises(NetworkFormatError) as e:
+        load_networks(tmp_path / "sd.pt")
+    msg = str(e.value)
+    assert "torch.save zip archive" in msg and "load the state dict into it" in msg
+    assert "styleforge.networks.save_networks(path, {'G_ema': G})" in msg and "convert state dicts" not in msg
+    G2 = Generator(G.config)
+    G2.load_state_dict(torch.load(tmp_path / "sd.pt"))
+    path = save_networks(tmp_path / "g.safetensors", {"G_ema": G2})
+    assert all(torch.equal(a, b) for a, b in zip(load_network(path).parameters(), G.parameters()))

@@ -19,9 +19,7 @@ from styleforge.commands.project import project_cmd
 from styleforge.errors import StyleforgeError
 from styleforge.networks.checkpoint import load_network, save_networks
 from styleforge.project import batch as pbatch
-from styleforge.perceptual import (
-    DiscriminatorFeatures, PixelLoss, RandomConvFeatures, VGG16_LAYOUT, area_downsample, psnr, ssim,
-)
+from styleforge.perceptual import PixelLoss, RandomConvFeatures, psnr
 from styleforge.images import uint8_as_projector as to_uint8
 from styleforge.project.projector import (
     ProjectorConfig, compute_w_stats, learning_rate, noise_buffers, noise_regularizer, project, synthesize,
@@ -119,56 +117,6 @@ def test_w_stats_match_official_fixture():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Feature networks
-
-
-@pytest.mark.parametrize("make", [
-    lambda: RandomConvFeatures(), lambda: PixelLoss(), lambda: PixelLoss(ssim_weight=0.5),
-    lambda: DiscriminatorFeatures(tiny_discriminator()),
-])
-def test_feature_nets_interface(make):
-    fn = make()
-    torch.manual_seed(1)
-    x = torch.rand(3, 3, 16, 16) * 255
-    f = fn(x)
-    assert f.shape[0] == 3
-    d = fn.distance(f, fn(x))
-    assert torch.allclose(d, torch.zeros(3), atol=1e-6)
-    # per-sample: a batch gives the features of each image alone
-    f1 = fn(x[1:2])
-    assert torch.allclose(f[1:2], f1, atol=1e-5)
-    y = x.clone().requires_grad_(True)
-    fn.distance(fn(y), f.detach().roll(1, 0)).sum().backward()
-    assert y.grad is not None and y.grad.abs().sum() > 0
-    assert not any(p.requires_grad for p in fn.parameters())
-
-
-def test_feature_helpers():
-    x = torch.rand(2, 3, 512, 512)
-    assert area_downsample(x).shape == (2, 3, 256, 256)
-    assert area_downsample(x[:, :, :64, :64]).shape == (2, 3, 64, 64)
-    assert torch.allclose(area_downsample(x).mean(), x.mean(), atol=1e-5)
-    vgg_like = RandomConvFeatures(VGG16_LAYOUT)
-    assert len(vgg_like.convs) == 13
-    g = RandomConvFeatures()(torch.rand(1, 1, 16, 16) * 255)  # grayscale is repeated to RGB
-    assert g.shape[0] == 1
-    a = np.random.RandomState(0).randint(0, 256, (16, 16, 3)).astype(np.uint8)
-    assert psnr(a, a) == float("inf")
-    assert psnr(a, np.clip(a.astype(int) + 1, 0, 255)) > 45
-
-
-def test_ssim_matches_skimage():
-    skm = pytest.importorskip("skimage.metrics")
-    rs = np.random.RandomState(0)
-    a = rs.randint(0, 256, (32, 32, 3)).astype(np.float64)
-    b = np.clip(a + rs.randn(32, 32, 3) * 20, 0, 255)
-    ref = skm.structural_similarity(a, b, channel_axis=2, data_range=255, gaussian_weights=True, sigma=1.5,
-                                    use_sample_covariance=False)
-    ours = ssim(torch.from_numpy(b).permute(2, 0, 1)[None], torch.from_numpy(a).permute(2, 0, 1)[None], data_range=255)
-    assert float(ours[0]) == pytest.approx(ref, abs=1e-6)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # The projector
 
 
@@ -250,7 +198,7 @@ def test_grayscale_network(tmp_path):
     path = save_networks(tmp_path / "gray.safetensors", {"G_ema": G1})
     Image.fromarray(np.random.RandomState(0).randint(0, 256, (20, 20, 3)).astype(np.uint8)).save(tmp_path / "c.png")
     res = pbatch.project_files(tmp_path / "c.png", tmp_path / "out", network=path, num_steps=3, loss="pixel",
-                               save_video=False, progress=False, device="cpu", log=lambda m: None)
+                               save_video=False, device="cpu")
     assert len(res.done) == 1
     assert Image.open(tmp_path / "out" / "proj.png").mode == "L"
     assert RandomConvFeatures()(torch.zeros(1, 1, 8, 8)).shape[0] == 1  # RGB feature nets take grayscale
@@ -263,7 +211,7 @@ def test_grayscale_network(tmp_path):
 def test_single_file_outputs_w_and_video(tmp_path, photos, net):
     out = tmp_path / "single"
     res = pbatch.project_files(photos / "img1.png", out, network=net, num_steps=8, feature_net=RandomConvFeatures(),
-                               save_video=True, progress=False, device="cpu", log=lambda m: None)
+                               save_video=True, device="cpu")
     assert len(res.done) == 1
     names = sorted(p.name for p in out.iterdir())
     expected = ["proj.png", "projected_noise.npz", "projected_w.npz", "projection.json", "target.png"]
@@ -292,7 +240,7 @@ def test_single_file_outputs_w_and_video(tmp_path, photos, net):
 
 def test_wplus_folder_batch_equals_alone(tmp_path, photos, net):
     common = dict(network=net, num_steps=6, space="w+", feature_net=RandomConvFeatures(), save_video=False,
-                  progress=False, device="cpu", log=lambda m: None)
+                  device="cpu")
     res = pbatch.project_files(photos, tmp_path / "batched", batch_size=3, **common)
     assert [t.name for t in res.done] == ["img1", "img2", "img3"]
     res1 = pbatch.project_files(photos, tmp_path / "shard", shard=(1, 3), **common)
@@ -467,3 +415,40 @@ def test_official_pickle_discriminator_loss(tmp_path):
     assert r.exit_code == 0, r.output
     rec = json.loads((tmp_path / "o" / "projection.json").read_text())
     assert rec["settings"]["loss"] == "discriminator" and rec["num_ws"] == G.num_ws
+
+
+def test_library_reports_through_the_callback_and_names_settings_not_flags(tmp_path, photos, net, capsys):
+    """project_files never prints: failures, skips and the loss fallback are notes to the callback, the steps a
+    transient stage; its errors and notes name the settings (``space``, ``overwrite``), which the CLI renders as
+    flags (test_resume_skips_finished, test_missing_vgg_falls_back_to_discriminator)."""
+    from styleforge.errors import StyleforgeWarning
+
+    (photos / "broken.png").write_bytes(b"not a png")
+    events = []
+    res = pbatch.project_files(photos, tmp_path / "out", network=net, num_steps=2, loss="pixel", save_video=False,
+                               device="cpu", callback=events.append)
+    assert len(res.done) == 3 and len(res.failed) == 1
+    failed = [e for e in events if e.kind == "note" and e.level == "failed"]
+    assert len(failed) == 1 and "broken.png" in str(failed[0].message) and res.failed[0][1] == str(failed[0].message)
+    stages = [e for e in events if e.kind == "begin"]
+    assert [e.stage for e in stages] == ["project img1", "project img2", "project img3"] and stages[0].transient
+    assert stages[0].total == 2 and stages[0].unit == "step"
+    events.clear()
+    res = pbatch.project_files(photos / "img1.png", tmp_path / "one", network=net, num_steps=2, device="cpu",
+                               save_video=False, callback=events.append)  # no vgg16.pt: the discriminator
+    notes = [e.message for e in events if e.kind == "note"]
+    assert len(notes) == 1 and isinstance(notes[0], StyleforgeWarning) and "using loss discriminator" in str(notes[0])
+    assert res.loss == "discriminator"
+    pbatch.project_files(photos / "img1.png", tmp_path / "one", network=net, num_steps=3, device="cpu",
+                         save_video=False, callback=events.append)  # other settings in the same folder
+    other = events[-1].message
+    assert events[-1].level == "failed" and str(other).endswith("use another output folder or overwrite=True")
+    assert other.render({"outdir": "--outdir", "overwrite": "--overwrite"}).endswith("use another --outdir or --overwrite")
+    for kwargs, param in (({"space": "z"}, "space"), ({"num_steps": 0}, "num_steps"), ({"batch_size": 0}, "batch_size"),
+                          ({"loss": "l1"}, "loss")):
+        with pytest.raises(StyleforgeError) as e:
+            pbatch.project_files(photos, tmp_path / "x", network=net, device="cpu", **kwargs)
+        assert e.value.param == param and "--" not in str(e.value), str(e.value)
+    with pytest.raises(StyleforgeError, match=r"no such file or folder \(target\)$"):
+        pbatch.find_targets(tmp_path / "nothing", tmp_path / "x")
+    assert capsys.readouterr() == ("", "")  # nothing printed

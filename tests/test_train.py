@@ -341,8 +341,7 @@ def test_short_run_writes_run_dir_and_usable_snapshot(short_run, tmp_path):
     assert bundle.extra["training_set_kwargs"]["resolution"] == 16
     G = load_network(short_run.snapshot)
     assert G.img_resolution == 16 and G.z_dim == 32
-    res = generate_images(outdir=tmp_path / "gen", network=short_run.snapshot, seeds=[0, 1], device="cpu",
-                          progress=False)
+    res = generate_images(outdir=tmp_path / "gen", network=short_run.snapshot, seeds=[0, 1], device="cpu")
     assert len(res.files) == 2 and all(p.is_file() for p in res.files)
     # the snapshot's G_ema is the state's G_ema
     tensors, _ = _state_tensors(short_run.state)

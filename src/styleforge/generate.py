@@ -22,6 +22,7 @@ from .errors import StyleforgeError, StyleforgeWarning
 from .images import make_grid, read_image, uint8_as_generate
 from .latents import check_truncation, class_label, load_ws, seed_to_z
 from .utils.fileio import ensure_outdir, npz_stream, save_image, save_json
+from .utils.progress import Callback, reporter
 from .utils.runtime import SeedList, check_outdir, resolve_device, shard_items
 from .zoo import load_generator
 
@@ -130,7 +131,7 @@ def generate_images(
     fp16: bool = False,
     skip_existing: bool = False,
     allow_download: Optional[bool] = None,
-    progress: bool = True,
+    callback: Optional[Callback] = None,
     tune_allocator: bool = False,
 ) -> GenerateResult:
     """Generate images for ``seeds`` (or for the latents in ``projected_w``) and write them to ``outdir``.
@@ -147,9 +148,9 @@ def generate_images(
     ``outdir`` is created when the first batch is ready, so a run that fails before (network, device, out of
     memory) leaves nothing behind. On a GPU, PNGs are encoded and written by one background thread while the
     next batch is synthesised; every file is still written atomically, and an error in writing one stops the run.
+    Progress (stage ``generate``, one advance per image) and downloads go to ``callback``.
     """
-    from tqdm import tqdm
-
+    rep = reporter(callback)
     if noise_mode not in ("const", "random", "none"):
         raise StyleforgeError("use const, random or none", param="noise_mode", value=repr(noise_mode))
     if batch_size is not None and batch_size < 1:
@@ -167,7 +168,7 @@ def generate_images(
         from .utils.perf import tune_cpu_allocator
 
         tune_cpu_allocator()
-    G, net_path = load_generator(network, dev, allow_download)
+    G, net_path = load_generator(network, dev, allow_download, rep)
     has_w = getattr(G, "has_w_space", True)
 
     # Work items: keys (seeds, or rows of the projected latents) and their file names
@@ -208,10 +209,9 @@ def generate_images(
     res = GenerateResult(outdir=outdir, network=net_path)
     written, skipped = SeedList(), SeedList()
     tiles = []
-    bar = tqdm(total=n, unit="img", desc="generate", disable=not progress)
-    # (the bar is closed, ending its line, before an error message is printed)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(bar)
+        # (the stage ends, closing a bar's line, before an error message is printed)
+        advance = stack.enter_context(rep.stage("generate", total=n, unit="img"))
         stack.enter_context(torch.no_grad())
         writer = stack.enter_context(BackgroundWriter(enabled=dev.type != "cpu"))
         ws_file = None
@@ -234,7 +234,7 @@ def generate_images(
                             noise_mode=noise_mode)
                 arrays = dict(zip(todo, uint8_as_generate(img)))
             if b == 0:  # the first results exist: now the folder and the streamed latents file
-                ensure_outdir(outdir)
+                ensure_outdir(outdir, param="outdir")
                 if has_w:
                     ws_file = stack.enter_context(npz_stream(outdir / f"ws{suffix}.npz"))
                     ws_file.begin("w", (n, G.num_ws, G.w_dim), np.float32)
@@ -249,9 +249,7 @@ def generate_images(
             if ws_file is not None:
                 ws_file.write(wb.cpu().numpy())
             writer.raise_errors()
-            bar.update(len(chunk))
-            if skipped:
-                bar.set_postfix(skipped=len(skipped), refresh=False)
+            advance(len(chunk), **({"skipped": len(skipped)} if skipped else {}))
         writer.raise_errors(wait=True)
         if ws_file is not None:
             ws_file.begin(keyname, (n,), np.int64)
@@ -262,7 +260,7 @@ def generate_images(
     res.files = PathList(outdir, name, keys, written)
     res.skipped = PathList(outdir, name, keys, skipped)
 
-    ensure_outdir(outdir)  # (an empty shard writes its manifest only)
+    ensure_outdir(outdir, param="outdir")  # (an empty shard writes its manifest only)
     if grid and tiles:
         res.grid = save_image(make_grid(tiles), outdir / f"grid{suffix}.png")
     res.manifest = save_json(outdir / f"generate{suffix}.json", {

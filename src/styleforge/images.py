@@ -12,14 +12,18 @@ function                    formula                                         matc
 
 :func:`read_image` is the one reader of image files (photos to align, targets to project, dataset images):
 EXIF orientation applied, and high-depth images (16-bit, 32-bit integer, float) scaled to 8 bits by one rule
-(:func:`high_depth_to_8bit`) instead of clipped.
+(:func:`high_depth_to_8bit`) instead of clipped. :func:`image_extensions` says which files are images, and
+:func:`find_images` lists the images of a folder (recursively, hidden files and an output folder skipped), each
+with a key for its outputs.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Sequence, Union
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -100,3 +104,64 @@ def read_image(path_or_file: Union[str, os.PathLike, "object"], mode: Optional[s
         if im is src:
             im = src.copy()  # closing the file would release the decoded pixels
     return im
+
+
+def image_extensions() -> frozenset:
+    """File extensions (lower case, with the dot) of every format this Pillow can decode; formats it can only
+    identify (its stub plugins: HDF5, GRIB, BUFR, WMF on Linux) are left out."""
+    import PIL.Image
+    import PIL.ImageFile
+
+    PIL.Image.init()
+
+    def decodes(fmt: str) -> bool:
+        factory = PIL.Image.OPEN.get(fmt, (None,))[0]
+        return factory is not None and not (isinstance(factory, type)
+                                            and issubclass(factory, PIL.ImageFile.StubImageFile))
+
+    return frozenset(ext.lower() for ext, fmt in PIL.Image.registered_extensions().items() if decodes(fmt))
+
+
+def find_images(folder: Union[str, os.PathLike], exclude: Optional[Union[str, os.PathLike]] = None
+                ) -> Tuple[List[Tuple[Path, str]], int]:
+    """The image files below ``folder``, searched recursively and sorted by their relative path, each with its
+    key: that path without the extension (``sub/a``); and the number of other files there. Hidden files and
+    folders (``.ipynb_checkpoints``, temporary files) and everything inside ``exclude`` (an output folder
+    placed in the source) are skipped. Paths start with ``folder`` as given. Keys are not yet unique across
+    formats (``a.png``, ``a.jpg``): see :func:`unique_keys`."""
+    root = Path(folder)
+    excl = Path(exclude).resolve() if exclude is not None else None
+    exts = image_extensions()
+    found: List[Tuple[Tuple[str, ...], Path]] = []
+    others = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = [n for n in dirnames if not n.startswith(".") and not _inside((d / n).resolve(), excl)]
+        for n in filenames:
+            if n.startswith("."):
+                continue
+            p = d / n
+            if os.path.splitext(n)[1].lower() in exts:
+                found.append((p.relative_to(root).parts, p))
+            else:
+                others += 1
+    found.sort()
+    return [(p, p.relative_to(root).with_suffix("").as_posix()) for _, p in found], others
+
+
+def unique_keys(items: Iterable[Tuple[Path, str]]) -> List[Tuple[Path, str]]:
+    """``(path, key)`` pairs with keys made unique: a key that several files share (``a.png``, ``a.jpg``) gets
+    each file's extension appended (``a_png``, ``a_jpg``)."""
+    items = list(items)
+    count = Counter(k for _, k in items)
+    return [(p, f"{k}_{p.suffix.lstrip('.').lower()}" if count[k] > 1 and p.suffix else k) for p, k in items]
+
+
+def _inside(path: Path, folder: Optional[Path]) -> bool:
+    if folder is None:
+        return False
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False

@@ -6,8 +6,9 @@ apart by content), the name of a model that ships with the package (``faces32``)
 (``ffhq``, ``cifar10``...; fetched into the cache only when downloads are allowed), a URL, or None.
 
 Every network family is listed in :data:`FAMILIES` and registered here, so a checkpoint of any family loads
-through the same call: ``stylegan2`` today; SEGAN and the baselines add their modules to the table. The modules
-are imported only when a checkpoint of that family is read.
+through the same call: ``stylegan2`` today; SEGAN and the baselines add their modules to the table (an entry
+added at run time counts from the next load). The modules are imported only when a checkpoint of that family is
+read.
 
     from styleforge import zoo
     G, path = zoo.load_generator("ffhq.pkl", device="cpu")
@@ -24,6 +25,7 @@ import torch
 
 from .networks.checkpoint import NetworkBundle, load_networks as _load_file
 from .networks.config import register_family
+from .utils.progress import Callback
 
 Spec = Optional[Union[str, os.PathLike]]
 
@@ -32,8 +34,13 @@ FAMILIES: Dict[str, Tuple[str, ...]] = {
 }
 """Network family -> the modules that define (and register) its archs."""
 
-for _family, _modules in FAMILIES.items():
-    register_family(_family, _modules)
+
+def _register_families() -> None:
+    for family, modules in FAMILIES.items():
+        register_family(family, modules)
+
+
+_register_families()
 
 ROLES: Dict[str, Tuple[str, ...]] = {
     "G": ("G_ema", "G"),  # the generator to sample from: the EMA weights when the file has them
@@ -43,23 +50,26 @@ ROLES: Dict[str, Tuple[str, ...]] = {
 """What a tool asks for -> the network names that serve it, in order of preference."""
 
 
-def resolve(spec: Spec = None, allow_download: Optional[bool] = None) -> Path:
+def resolve(spec: Spec = None, allow_download: Optional[bool] = None, callback: Optional[Callback] = None) -> Path:
     """A local file for ``spec`` (None: the bundled default model). Names and URLs come from the cache, and
-    are downloaded only when allowed (``allow_download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``)."""
+    are downloaded only when allowed (``allow_download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), reporting the
+    download to ``callback``."""
     from .assets import default_network_path
     from .utils.cache import resolve_file
 
     if spec is None:
         return default_network_path()
-    return resolve_file(str(spec), allow_download, what="network file")
+    return resolve_file(str(spec), allow_download, what="network file", callback=callback)
 
 
 def load_networks(spec: Spec = None, roles: Optional[Sequence[str]] = ("G",), device=None,
-                  allow_download: Optional[bool] = None) -> NetworkBundle:
+                  allow_download: Optional[bool] = None, callback: Optional[Callback] = None) -> NetworkBundle:
     """Read the networks that serve ``roles`` (``G``: G_ema else G; ``D``; ``G_train``: G; or any network name)
     from ``spec`` in one read, in eval mode, on ``device``. ``bundle.networks`` is keyed by role (``roles=None``:
-    every network of the file, by its own name); ``bundle.path`` is the file."""
-    path = resolve(spec, allow_download)
+    every network of the file, by its own name); ``bundle.path`` is the file. A download is reported to
+    ``callback``."""
+    path = resolve(spec, allow_download, callback)
+    _register_families()
     if roles is None:
         bundle = _load_file(path)
         if device is not None:
@@ -75,8 +85,8 @@ def load_networks(spec: Spec = None, roles: Optional[Sequence[str]] = ("G",), de
     return bundle
 
 
-def load_generator(spec: Spec = None, device=None, allow_download: Optional[bool] = None
-                   ) -> Tuple[torch.nn.Module, Path]:
+def load_generator(spec: Spec = None, device=None, allow_download: Optional[bool] = None,
+                   callback: Optional[Callback] = None) -> Tuple[torch.nn.Module, Path]:
     """The generator of ``spec`` (G_ema, else G), frozen (eval, no gradients), on ``device``; and its file."""
-    bundle = load_networks(spec, ("G",), device, allow_download)
+    bundle = load_networks(spec, ("G",), device, allow_download, callback)
     return bundle.networks["G"].eval().requires_grad_(False), bundle.path

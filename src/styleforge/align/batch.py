@@ -4,8 +4,8 @@ Folders are searched recursively (hidden files and the output folder are skipped
 kept in the output. For each photo the most prominent face is aligned (``all_faces``: every face scoring enough,
 written as ``<name>_01.png``, ``<name>_02.png``, ... in order of prominence). The JSON next to each PNG holds the
 source, detector box and score, the 68 landmarks and the crop quad. A photo is finished once its JSON exists; such
-photos are skipped on the next run (resume). Photos without a face and unreadable files give a warning and are
-skipped.
+photos are skipped on the next run (resume). Photos without a face and unreadable files give a warning (a note to
+the callback) and are skipped.
 
 ``all_faces`` keeps the detections that score at least ``min_score``, each dropped one with a warning; if none
 scores enough, the most prominent face is kept, which is what the default mode writes. The default
@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..errors import StyleforgeError
-from ..utils.runtime import shard_items
-from ..utils.fileio import atomic_path, ensure_outdir, save_image
+from ..errors import StyleforgeError, StyleforgeWarning
+from ..images import find_images, read_image, unique_keys
+from ..utils.fileio import atomic_path, ensure_outdir, finished_record, save_image
+from ..utils.progress import Callback, Reporter, reporter
+from ..utils.runtime import check_shard, shard_items
 
 PathLike = Union[str, os.PathLike]
 
@@ -75,87 +75,37 @@ class AlignResult:
         return msg + (f"; {', '.join(extra)}" if extra else "")
 
 
-def _image_extensions() -> frozenset:
-    import PIL.Image
-
-    PIL.Image.init()
-    return frozenset(ext.lower() for ext, fmt in PIL.Image.registered_extensions().items() if fmt in PIL.Image.OPEN)
-
-
-def _inside(path: Path, folder: Optional[Path]) -> bool:
-    if folder is None:
-        return False
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
-
-
 def list_sources(sources: Iterable[PathLike], exclude: Optional[PathLike] = None) -> Tuple[List[Tuple[Path, str]], int]:
     """``(photo path, output key)`` pairs in a stable order, and the number of non-image files skipped.
 
-    A folder contributes every image file below it (by extension; hidden entries and ``exclude`` are skipped),
-    keyed by its path relative to the folder without the extension. A file given directly is always tried,
-    keyed by its stem. Keys that collide (``a.jpg`` and ``a.png``) get the extension appended.
+    A folder contributes every image file below it (:func:`~styleforge.images.find_images`: by extension, sorted;
+    hidden entries and ``exclude`` are skipped), keyed by its path relative to the folder without the extension.
+    A file given directly is always tried, keyed by its stem. Keys that collide (``a.jpg`` and ``a.png``) get the
+    extension appended.
     """
-    exts = _image_extensions()
-    excl = Path(exclude).resolve() if exclude is not None else None
     items: List[Tuple[Path, str]] = []
     seen = set()
     ignored = 0
     for src in sources:
         src = Path(src).expanduser()
         if src.is_dir():
-            root = src.resolve()
-            found = []
-            for dirpath, dirnames, filenames in os.walk(root):
-                d = Path(dirpath)
-                dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and not _inside(d / n, excl))
-                for n in sorted(filenames):
-                    if n.startswith("."):
-                        continue
-                    p = d / n
-                    if p.suffix.lower() not in exts:
-                        ignored += 1
-                        continue
-                    found.append((p, p.relative_to(root).with_suffix("").as_posix()))
-            for p, key in found:
-                if p not in seen:
-                    seen.add(p)
-                    items.append((p, key))
+            found, others = find_images(src.resolve(), exclude)
+            ignored += others
         elif src.exists():
-            p = src.resolve()
+            found = [(src.resolve(), src.stem)]
+        else:
+            raise StyleforgeError(f"{src}: no such file or folder ({{name}})", param="sources", label="source")
+        for p, key in found:
             if p not in seen:
                 seen.add(p)
-                items.append((p, src.stem))
-        else:
-            raise StyleforgeError(f"{src}: no such file or folder (--source)")
-    dup = Counter(k for _, k in items)
-    out = []
-    for p, k in items:
-        if dup[k] > 1:
-            k = f"{k}_{p.suffix.lstrip('.').lower()}" if p.suffix else k
-        out.append((p, k))
-    return out, ignored
+                items.append((p, key))
+    return unique_keys(items), ignored
 
 
 def load_photo(path: PathLike) -> np.ndarray:
-    """Read a photo as HxWx3 uint8 RGB, applying its EXIF orientation (phone photos)."""
-    import PIL.Image
-    import PIL.ImageOps
-
-    with PIL.Image.open(path) as im:
-        im.load()
-        im = PIL.ImageOps.exif_transpose(im)
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            a = np.asarray(im, dtype=np.float64)
-            if im.mode.startswith("I;16") or (a.size and a.max() > 255):
-                a = a / 257.0
-            im = PIL.Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8))
-        if im.mode != "RGB":
-            im = im.convert("RGB")
-        return np.asarray(im, dtype=np.uint8).copy()
+    """Read a photo as HxWx3 uint8 RGB with :func:`~styleforge.images.read_image` (EXIF orientation applied, so
+    phone photos are upright; 16-bit and float images scaled to 8 bits)."""
+    return np.asarray(read_image(path, "RGB"), dtype=np.uint8)
 
 
 def default_transform_size(size: int) -> int:
@@ -177,12 +127,12 @@ def _outputs(outdir: Path, key: str, all_faces: bool, n: int) -> List[Tuple[Path
 def _finished(outdir: Path, key: str, all_faces: bool) -> Optional[Dict]:
     """The JSON of a photo whose outputs are all there (a finished photo), else None."""
     png, js = _outputs(outdir, key, all_faces, 1)[0]
-    if not (js.is_file() and png.is_file()):
+    meta = finished_record(js, png)
+    if meta is None:
         return None
     try:
-        meta = json.loads(js.read_text())
         n = int(meta.get("faces_written", 1)) if all_faces else 1
-    except (OSError, ValueError, AttributeError, TypeError):
+    except (ValueError, TypeError):
         return None
     if not all(p.is_file() and j.is_file() for p, j in _outputs(outdir, key, all_faces, n)):
         return None
@@ -208,13 +158,7 @@ def _unreadable_reason(e: BaseException, path: Path) -> str:
     return _short(e).replace(f"'{path}'", "").replace(str(path), "").strip(" :") or type(e).__name__
 
 
-def _default_log(msg: str) -> None:
-    from tqdm import tqdm
-
-    tqdm.write(msg, file=sys.stderr)
-
-
-def _choose(faces: list, all_faces: bool, min_score: float, path: Path, log: Callable[[str], None]) -> list:
+def _choose(faces: list, all_faces: bool, min_score: float, path: Path, rep: Reporter) -> list:
     """The faces to write: the most prominent one, or with ``all_faces`` those scoring at least ``min_score``
     (else the most prominent one); one warning per dropped detection."""
     if not all_faces:
@@ -223,13 +167,13 @@ def _choose(faces: list, all_faces: bool, min_score: float, path: Path, log: Cal
     for f in faces:
         if not any(f is k for k in kept):
             x0, y0, x1, y1 = (round(v) for v in f.box)
-            log(f"warning: {path}: dropped a detection at ({x0},{y0})-({x1},{y1}) with score {f.score:.2f} "
-                f"< --min-score {min_score:g}")
+            rep.note(StyleforgeWarning(f"{path}: dropped a detection at ({x0},{y0})-({x1},{y1}) with score "
+                                       f"{f.score:.2f} < {{name}} {min_score:g}", param="min_score"), "warning")
     return kept
 
 
 def _align_one(path: Path, key: str, det, det_name: str, res: AlignResult, outdir: Path, size: int, tsize: int,
-               all_faces: bool, min_score: float, padding: bool, log: Callable[[str], None]) -> None:
+               all_faces: bool, min_score: float, padding: bool, rep: Reporter) -> None:
     """Detect, align and save the face(s) of one photo, recording the outcome in ``res``."""
     from .ffhq import align_face
 
@@ -238,26 +182,26 @@ def _align_one(path: Path, key: str, det, det_name: str, res: AlignResult, outdi
     except Exception as e:  # any decoder error means "not a readable image"
         reason = _unreadable_reason(e, path)
         res.failed.append((str(path), reason))
-        log(f"warning: {path}: not a readable image ({reason}); skipped")
+        rep.note(f"{path}: not a readable image ({reason}); skipped", "warning")
         return
     try:
         faces = det.detect(img)
     except (ValueError, RuntimeError, MemoryError) as e:
         res.failed.append((str(path), _short(e)))
-        log(f"warning: {path}: face detection failed ({_short(e)}); skipped")
+        rep.note(f"{path}: face detection failed ({_short(e)}); skipped", "warning")
         return
     if not faces:
         res.no_face.append(str(path))
-        log(f"warning: {path}: no face found; skipped")
+        rep.note(f"{path}: no face found; skipped", "warning")
         return
-    chosen = _choose(faces, all_faces, min_score, path, log)
+    chosen = _choose(faces, all_faces, min_score, path, rep)
     ok = 0
     for i, (face, (png, js)) in enumerate(zip(chosen, _outputs(outdir, key, all_faces, len(chosen)))):
         try:
             aligned, info = align_face(img, face.landmarks68, output_size=size, transform_size=tsize,
                                        enable_padding=padding)
         except (ValueError, MemoryError) as e:
-            log(f"warning: {path}: face {i + 1} could not be aligned ({_short(e)}); skipped")
+            rep.note(f"{path}: face {i + 1} could not be aligned ({_short(e)}); skipped", "warning")
             continue
         png.parent.mkdir(parents=True, exist_ok=True)
         save_image(aligned, png)
@@ -301,37 +245,33 @@ def align_images(
     shard: Tuple[int, int] = (0, 1),
     skip_existing: bool = True,
     transform_size: Optional[int] = None,
-    progress: bool = True,
-    log: Optional[Callable[[str], None]] = None,
+    callback: Optional[Callback] = None,
 ) -> AlignResult:
     """FFHQ-align the faces in ``sources`` (folders and/or files) into ``outdir``; see the module docstring.
 
     ``detector`` is a name (``dlib``, ``face-alignment``) or an object with ``detect(image) -> [Face]``.
     ``min_score`` applies with ``all_faces`` only (see the module docstring). ``size`` is 8 to :data:`MAX_SIZE`.
-    Warnings (no face, unreadable file) and the final summary go to ``log`` (default: stderr). Returns an
-    :class:`AlignResult` (``.counts``, ``.summary()``). Raises :class:`StyleforgeError` if no images are found
-    or if images were found but none could be aligned (and none was already done).
+    Progress (stage ``align``, one advance per photo) and warnings (no face, unreadable file, a dropped
+    detection) go to ``callback``. Returns an :class:`AlignResult` (``.counts``, ``.summary()``). Raises
+    :class:`StyleforgeError` if no images are found or if images were found but none could be aligned (and none
+    was already done).
     """
-    from tqdm import tqdm
-
     from .landmarks import get_detector
 
-    log = log or _default_log
+    rep = reporter(callback)
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
     sources = list(sources)
     if not sources:
-        raise StyleforgeError("no --source given: pass folders or image files")
-    shard = tuple(int(v) for v in shard)
-    if len(shard) != 2 or shard[1] < 1 or not 0 <= shard[0] < shard[1]:
-        raise StyleforgeError(f"shard {shard!r}: use (i, n) with 0 <= i < n")
+        raise StyleforgeError("no {name} given: pass folders or image files", param="sources")
+    shard = check_shard(shard)
     size = int(size)
     if size < 8:
-        raise StyleforgeError(f"--size {size}: too small; use e.g. 256, 512 or 1024")
+        raise StyleforgeError("too small; use e.g. 256, 512 or 1024", param="size", value=size)
     if size > MAX_SIZE:
         raise StyleforgeError(
-            f"--size {size}: too large; at most {MAX_SIZE}, 4x FFHQ's 1024 px (each face is resampled on a canvas of "
-            f"size x size pixels, so memory and time grow with the square of --size); use e.g. 1024")
+            f"{{name}} {size}: too large; at most {MAX_SIZE}, 4x FFHQ's 1024 px (each face is resampled on a canvas "
+            "of size x size pixels, so memory and time grow with the square of {name}); use e.g. 1024", param="size")
     tsize = int(transform_size) if transform_size else default_transform_size(size)
     outdir_p = Path(outdir).expanduser()
     items, ignored = list_sources(sources, exclude=outdir_p)
@@ -339,12 +279,12 @@ def align_images(
         what = ", ".join(str(s) for s in sources)
         extra = f" ({ignored} non-image file(s) there)" if ignored else ""
         raise StyleforgeError(f"no images found in {what}{extra}")
-    outdir_p = ensure_outdir(outdir_p)
+    outdir_p = ensure_outdir(outdir_p, param="outdir")
     res = AlignResult(outdir=outdir_p, shard=shard, ignored=ignored)
     mine = shard_items(items, shard)
     res.images = len(mine)
     if not mine:
-        log(f"warning: shard {shard[0]}/{shard[1]} has no images ({len(items)} in total)")
+        rep.note(f"shard {shard[0]}/{shard[1]} has no images ({len(items)} in total)", "warning")
         return res
 
     todo = []
@@ -356,21 +296,18 @@ def align_images(
         if meta.get("size", size) != size:
             raise StyleforgeError(
                 f"{outdir_p} already holds {meta.get('size')}px faces ({meta.get('image', key)}); "
-                f"use another --dest for --size {size}, or --overwrite"
+                f"use another {{outdir}} for {{size}} {size}, or {{skip_existing}}",
+                also={"outdir": "output folder", "size": "size", "skip_existing": "redo them (skip_existing=False)"},
             )
         res.skipped.append(str(path))
 
     det = (get_detector(detector) if isinstance(detector, str) else detector) if todo else None
     det_name = getattr(det, "name", None) or (detector if isinstance(detector, str) else type(detector).__name__)
-    bar = tqdm(total=len(todo), unit="img", desc="align", disable=not progress or not todo, file=sys.stderr)
-    try:
-        for path, key in todo:
-            _align_one(path, key, det, det_name, res, outdir_p, size, tsize, all_faces, min_score, padding, log)
-            bar.update(1)
-            bar.set_postfix(faces=len(res.written), refresh=False)
-    finally:
-        bar.close()
-    log(res.summary())
+    if todo:
+        with rep.stage("align", total=len(todo), unit="img") as advance:
+            for path, key in todo:
+                _align_one(path, key, det, det_name, res, outdir_p, size, tsize, all_faces, min_score, padding, rep)
+                advance(1, faces=len(res.written))
     if not res.aligned and not res.skipped:
         parts = []
         if res.no_face:

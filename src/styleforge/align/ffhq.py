@@ -203,7 +203,8 @@ def _pad_blur(img, pad: Sequence[int], quad: np.ndarray, qsize: float):
     except ImportError:
         from ..errors import StyleforgeError
 
-        raise StyleforgeError("padding the crop needs scipy: pip install 'styleforge[align]' (or use --no-padding)") from None
+        raise StyleforgeError("padding the crop needs scipy: pip install 'styleforge[align]', or align without "
+                              "padding ({padding})", also={"padding": "padding=False"}) from None
     a = np.asarray(img, dtype=np.float32)
     pl, pt, pr, pb = (int(v) for v in pad)
     mode = "reflect" if min(a.shape[0], a.shape[1]) > 1 else "edge"

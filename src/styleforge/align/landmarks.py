@@ -218,10 +218,12 @@ def fan_missing_weights(urls: Optional[Dict[str, str]] = None) -> List[Tuple[str
     return missing
 
 
-def fan_missing_message(missing: List[Tuple[str, str]]) -> str:
+def fan_missing_error(missing: List[Tuple[str, str]]) -> StyleforgeError:
+    """The error for face-alignment weight files that are not there: which file goes where, from which URL."""
     files = ", ".join(f"{n} ({u})" for n, u in missing)
-    return (f"face-alignment weights not found: download {files} and put them in {fan_checkpoint_dir()} "
-            f"(set TORCH_HOME to use another folder), or use --detector dlib")
+    return StyleforgeError(f"face-alignment weights not found: download {files} and put them in "
+                           f"{fan_checkpoint_dir()} (set TORCH_HOME to use another folder), or use {{detector}} dlib",
+                           also={"detector": "the detector"})
 
 
 class FaceAlignmentDetector(LandmarkDetector):
@@ -244,7 +246,7 @@ class FaceAlignmentDetector(LandmarkDetector):
             ) from None
         missing = fan_missing_weights(_fan_urls())
         if missing and not allow_download:
-            raise StyleforgeError(fan_missing_message(missing))
+            raise fan_missing_error(missing)
         lt = getattr(face_alignment.LandmarksType, "TWO_D", None) or getattr(face_alignment.LandmarksType, "_2D")
         kwargs = dict(device=device, flip_input=False, face_detector="sfd",
                       face_detector_kwargs={"filter_threshold": float(min_score)})
@@ -290,5 +292,5 @@ def get_detector(name: str = "dlib", **kwargs) -> LandmarkDetector:
     if key == "fan":
         key = "face-alignment"
     if key not in DETECTORS:
-        raise StyleforgeError(f"--detector {name!r}: unknown; use {' or '.join(DETECTORS)}")
+        raise StyleforgeError(f"unknown; use {' or '.join(DETECTORS)}", param="detector", value=repr(name))
     return _cached(key, tuple(sorted(kwargs.items())))

@@ -7,6 +7,7 @@ import json
 import click
 
 from .options import command, user_errors
+from .progress import cli_callback
 
 
 @command()
@@ -28,10 +29,10 @@ def convert_cmd(src, dst, allow_download, only):
       styleforge convert runs/00000-x/network-snapshot-000200.safetensors x-G_ema.safetensors --only G_ema
     """
     from ..networks.checkpoint import convert_network
-    from ..utils.cache import resolve_file
     from ..utils.fileio import cleanup_on_signals
+    from ..zoo import resolve
 
-    path = resolve_file(src, allow_download, what="network file")
+    path = resolve(src, allow_download, cli_callback())
     names = [n.strip() for n in only.split(",") if n.strip()] if only else None
     with cleanup_on_signals(f"nothing was written to {dst}"):
         bundle = convert_network(path, dst, only=names)
@@ -43,11 +44,10 @@ def convert_cmd(src, dst, allow_download, only):
 @user_errors
 def info_cmd(network):
     """Print the networks, configs and sizes inside a network file (JSON)."""
-    from ..networks.checkpoint import load_networks
     from ..networks.config import network_spec
-    from ..utils.cache import resolve_file
+    from ..zoo import load_networks
 
-    bundle = load_networks(resolve_file(network, False, what="network file"))
+    bundle = load_networks(network, roles=None, allow_download=False)
     out = {"format": bundle.source_format, "networks": {}, "extra": bundle.extra}
     for k, net in bundle.networks.items():
         spec = network_spec(net)

@@ -6,6 +6,7 @@ import click
 
 from ..utils.runtime import parse_shard
 from .options import IntListParam, command, device_option, user_errors
+from .progress import cli_callback
 
 
 @command()
@@ -50,7 +51,7 @@ def generate_cmd(network, seeds, truncation_psi, truncation_cutoff, class_idx, n
         truncation_cutoff=truncation_cutoff, class_idx=class_idx, noise_mode=noise_mode,
         projected_w=projected_w or w_file, batch_size=batch_size, device=device, grid=grid,
         shard=parse_shard(shard), fp16=fp16, skip_existing=skip_existing, allow_download=allow_download,
-        tune_allocator=True,
+        tune_allocator=True, callback=cli_callback(),
     )
     msg = f"wrote {len(res.files)} image(s) to {res.outdir}"
     if res.skipped:

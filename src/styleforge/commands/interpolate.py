@@ -6,6 +6,7 @@ from __future__ import annotations
 import click
 
 from .options import command, device_option, user_errors
+from .progress import cli_callback
 
 
 @command()
@@ -43,6 +44,7 @@ def interpolate_cmd(network, from_w, to_w, from_seed, to_seed, space, steps, tru
     res = run_interpolation(
         outdir=outdir, network=network, from_w=from_w, to_w=to_w, from_seed=from_seed, to_seed=to_seed, space=space,
         steps=steps, truncation_psi=truncation_psi, video=video, fps=fps, device=device, allow_download=allow_download,
+        callback=cli_callback(),
     )
     msg = f"wrote {steps} frames ({res.space} space) to {res.outdir}: {res.strip.name}, {res.latents.name}"
     if res.video:

@@ -9,6 +9,7 @@ import click
 
 from ..utils.runtime import parse_shard
 from .options import command, device_option, user_errors
+from .progress import cli_callback
 
 
 @command()
@@ -55,7 +56,7 @@ def project_cmd(network, target, outdir, space, num_steps, seed, loss, vgg, save
         target=target, outdir=outdir, network=network, space=space, num_steps=num_steps, seed=seed, loss=loss,
         vgg=vgg, save_video=bool(save_video) and not no_save_video, shard=parse_shard(shard), device=device,
         allow_download=allow_download, batch_size=batch_size, overwrite=overwrite,
-        tune_allocator=True,
+        tune_allocator=True, callback=cli_callback(),
     )
     click.echo(res.summary())
     if res.failed:  # each failure was reported as it happened (``failed: ...``)

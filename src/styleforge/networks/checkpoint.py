@@ -222,8 +222,9 @@ def _read(path: Path, kind: str, which: Which) -> NetworkBundle:
         return _safetensors_to_bundle(path, which)
     if kind == "zip":
         raise NetworkFormatError(
-            f"{path}: a torch.save zip archive; styleforge reads official network pickles and its own "
-            ".safetensors checkpoints (convert state dicts with styleforge.networks.save_networks)"
+            f"{path}: a torch.save zip archive (a state dict?); styleforge reads official network pickles and its "
+            "own .safetensors checkpoints: build the network (e.g. styleforge.networks.Generator), load the state "
+            "dict into it and write it with styleforge.networks.save_networks(path, {'G_ema': G})"
         )
     raise NetworkFormatError(f"{path}: not a network file (neither an official .pkl nor a styleforge .safetensors)")
 

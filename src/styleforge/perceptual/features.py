@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import StyleforgeError
+from ..utils.progress import Callback
 from .similarity import ssim
 
 __all__ = ["FeatureNet", "VGG16LPIPS", "DiscriminatorFeatures", "PixelLoss", "area_downsample", "lpips_normalize"]
@@ -138,17 +139,18 @@ class VGG16LPIPS(FeatureNet):
     rgb_input = True
 
     def __init__(self, path: Optional[Union[str, Path]] = None, allow_download: Optional[bool] = None,
-                 map_location: Union[str, torch.device] = "cpu", eager: Optional[bool] = None):
+                 map_location: Union[str, torch.device] = "cpu", eager: Optional[bool] = None,
+                 callback: Optional[Callback] = None):
         super().__init__()
-        self.path = self.locate(path, allow_download)
+        self.path = self.locate(path, allow_download, callback)
         try:
             with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; the official file is one
                 warnings.simplefilter("ignore", DeprecationWarning)
                 net = torch.jit.load(str(self.path), map_location=map_location)
         except Exception as e:  # torch raises RuntimeError / ValueError / zip errors for non-TorchScript files
             raise StyleforgeError(
-                f"{self.path}: not a TorchScript file ({type(e).__name__}); --vgg must be NVIDIA's vgg16.pt "
-                f"from {self.url()}"
+                f"{self.path}: not a TorchScript file ({type(e).__name__}); {{vgg}} must be NVIDIA's vgg16.pt "
+                f"from {self.url()}", also={"vgg": "the VGG16 file"}
             ) from None
         net.eval()
         for p in net.parameters():
@@ -181,17 +183,20 @@ class VGG16LPIPS(FeatureNet):
         return KNOWN_FILES["vgg16"].url
 
     @staticmethod
-    def locate(path: Optional[Union[str, Path]] = None, allow_download: Optional[bool] = None) -> Path:
+    def locate(path: Optional[Union[str, Path]] = None, allow_download: Optional[bool] = None,
+               callback: Optional[Callback] = None) -> Path:
         """Path of the VGG16 file; raises a one-line :class:`StyleforgeError` naming the file, the cache
-        location and the URL when it is missing and downloads are not allowed."""
+        location and the URL when it is missing and downloads are not allowed (a download is reported to
+        ``callback``)."""
         from ..utils.cache import resolve_file
 
         if path is not None:
             p = Path(path).expanduser()
             if not p.is_file():
-                raise StyleforgeError(f"{p}: no such VGG16 file (--vgg); get NVIDIA's vgg16.pt from {VGG16LPIPS.url()}")
+                raise StyleforgeError(f"{p}: no such VGG16 file ({{name}}); get NVIDIA's vgg16.pt from "
+                                      f"{VGG16LPIPS.url()}", param="vgg", label="the VGG16 file")
             return p
-        return resolve_file("vgg16", allow_download, what="VGG16 file")
+        return resolve_file("vgg16", allow_download, what="VGG16 file", callback=callback)
 
     @staticmethod
     def cached_path() -> Path:

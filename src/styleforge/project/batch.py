@@ -6,7 +6,8 @@
 - ``shard=(i, n)`` keeps the i-th of n contiguous slices of the sorted target list (default from SLURM
   array variables in the CLI); targets whose ``projection.json`` exists with the same settings are skipped,
   so a killed job can simply be run again;
-- a target that cannot be read or written is reported and the others carry on; a summary comes at the end;
+- a target that cannot be read or written is reported (a ``failed`` note to the callback) and the others carry
+  on; the result lists what was done, skipped and failed;
 - several targets are optimised together with ``batch_size`` > 1 (each keeps its own RNG stream).
 
 Per target: ``target.png`` (the preprocessed target), ``proj.png`` (the final projection, rendered with the
@@ -25,36 +26,27 @@ projects worse. Faces should be aligned like FFHQ first (see the align tool); th
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from ..errors import MissingNetworkError, StyleforgeError
-from ..images import read_image
+from ..errors import MissingNetworkError, StyleforgeError, StyleforgeWarning
+from ..images import find_images, read_image, unique_keys
 from ..perceptual import DiscriminatorFeatures, FeatureNet, PixelLoss, VGG16LPIPS, psnr, ssim
-from ..utils.fileio import ensure_outdir, save_image, save_json, save_npz
+from ..utils.fileio import ensure_outdir, finished_record, save_image, save_json, save_npz
+from ..utils.progress import Callback, Reporter, reporter
 from ..utils.runtime import check_outdir, resolve_device, shard_items
 from ..video import ffmpeg_available, write_mp4
 from .. import zoo
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
 LOSSES = ("vgg", "discriminator", "pixel")
 DONE_FILE = "projection.json"
 PathLike = Union[str, os.PathLike]
-Log = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Targets
@@ -68,39 +60,21 @@ class Target:
 
 
 def find_targets(target: PathLike, outdir: PathLike) -> List[Target]:
-    """The images to project, sorted, each with its output folder."""
+    """The images to project, sorted, each with its output folder (a folder's images as
+    :func:`~styleforge.images.find_images` finds them: hidden files and ``outdir`` itself skipped)."""
     src = Path(target).expanduser()
     out = Path(outdir)
     if src.is_file():
         return [Target("", src, out)]
     if not src.exists():
-        raise StyleforgeError(f"{src}: no such file or folder (--target)")
+        raise StyleforgeError(f"{src}: no such file or folder ({{name}})", param="target")
     if not src.is_dir():
-        raise StyleforgeError(f"{src}: not a file or folder (--target)")
-    out_abs = out.resolve()
-    files = []
-    for p in sorted(src.rglob("*")):
-        if not p.is_file() or p.suffix.lower() not in IMAGE_EXTS:
-            continue
-        if any(part.startswith(".") for part in p.relative_to(src).parts):
-            continue  # hidden files and folders (.ipynb_checkpoints, our own temporary files)
-        with contextlib.suppress(ValueError):
-            p.resolve().relative_to(out_abs)
-            continue  # our own outputs (outdir inside the target folder)
-        files.append(p)
-    if not files:
-        raise StyleforgeError(f"{src}: no images found (looked for {', '.join(IMAGE_EXTS)})")
-    stems: Dict[str, int] = {}
-    for p in files:
-        key = p.relative_to(src).with_suffix("").as_posix()
-        stems[key] = stems.get(key, 0) + 1
-    targets = []
-    for p in files:
-        key = p.relative_to(src).with_suffix("").as_posix()
-        if stems[key] > 1:  # a.png and a.jpg: keep both apart
-            key = key + "_" + p.suffix.lower().lstrip(".")
-        targets.append(Target(key, p, out / key))
-    return targets
+        raise StyleforgeError(f"{src}: not a file or folder ({{name}})", param="target")
+    found, _ = find_images(src, exclude=out)
+    if not found:
+        raise StyleforgeError(f"{src}: no images found (searched recursively for .png, .jpg, .webp and the other "
+                              "formats Pillow reads)")
+    return [Target(key, p, out / key) for p, key in unique_keys(found)]
 
 
 def load_target_image(path: PathLike, resolution: int, channels: int = 3) -> Tuple[np.ndarray, dict]:
@@ -149,7 +123,7 @@ def effective_loss(loss: Optional[str], vgg: Optional[PathLike] = None, allow_do
 
     if loss is not None:
         if loss not in LOSSES:
-            raise StyleforgeError(f"--loss {loss!r}: use {', '.join(LOSSES)}")
+            raise StyleforgeError(f"use {', '.join(LOSSES)}", param="loss", value=repr(loss))
         return loss
     if vgg is not None or vgg_available() or downloads_allowed(allow_download):
         return "vgg"
@@ -162,17 +136,20 @@ def build_feature_net(
     vgg: Optional[PathLike] = None,
     allow_download: Optional[bool] = None,
     device=None,
-    log: Log = _stderr,
+    callback: Optional[Callback] = None,
 ) -> FeatureNet:
     """The feature network for ``loss`` (None: vgg if its file is present, else the discriminator ``D`` with a
-    one-line notice). ``D``: the network's discriminator, needed for the discriminator loss."""
+    note to ``callback``, which also hears of a download). ``D``: the network's discriminator, needed for the
+    discriminator loss."""
+    rep = reporter(callback)
     chosen = effective_loss(loss, vgg, allow_download)
     if loss is None and chosen == "discriminator":
-        log(f"note: {VGG16LPIPS.cached_path().name} not found (looked for {VGG16LPIPS.cached_path()}); using "
-            f"--loss discriminator instead of the official VGG16 LPIPS loss (get it from {VGG16LPIPS.url()} "
-            "or pass --allow-download)")
+        rep.note(StyleforgeWarning(
+            f"{VGG16LPIPS.cached_path().name} not found (looked for {VGG16LPIPS.cached_path()}); using {{loss}} "
+            f"discriminator instead of the official VGG16 LPIPS loss (get it from {VGG16LPIPS.url()} or pass "
+            "{allow_download})", also={"loss": "loss", "allow_download": "allow_download=True"}))
     if chosen == "vgg":
-        net: FeatureNet = VGG16LPIPS(vgg, allow_download)
+        net: FeatureNet = VGG16LPIPS(vgg, allow_download, callback=rep)
     elif chosen == "discriminator":
         if D is None:
             raise ValueError("the discriminator loss needs the network's discriminator D")
@@ -190,14 +167,16 @@ def load_networks_for(network: PathLike, need_D: bool, device=None):
         if not need_D:
             raise
         raise StyleforgeError(
-            f"{network}: holds no discriminator, which --loss discriminator needs; use --loss pixel, or "
-            f"--loss vgg with NVIDIA's vgg16.pt ({VGG16LPIPS.url()})"
+            f"{network}: holds no discriminator, which {{name}} discriminator needs; use {{name}} pixel, or "
+            f"{{name}} vgg with NVIDIA's vgg16.pt ({VGG16LPIPS.url()})", param="loss"
         ) from None
     return bundle.networks["G"].eval().requires_grad_(False), bundle.networks.get("D")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The batch driver
+
+_OUTPUT_SETTINGS = {"outdir": "output folder", "overwrite": "overwrite=True"}  # named by the notes about outputs
 
 
 @dataclass
@@ -224,13 +203,11 @@ def _settings(network: Path, space: str, num_steps: int, seed: int, loss: str) -
 
 def _finished(t: Target, settings: dict) -> Optional[bool]:
     """True: finished with these settings; False: not finished; None: finished with other settings."""
-    p = t.outdir / DONE_FILE
-    if not p.is_file() or not (t.outdir / "projected_w.npz").is_file():
+    record = finished_record(t.outdir / DONE_FILE, t.outdir / "projected_w.npz")
+    if record is None:
         return False
-    try:
-        old = json.loads(p.read_text()).get("settings", {})
-    except (OSError, ValueError, AttributeError):
-        return False
+    old = record.get("settings")
+    old = old if isinstance(old, dict) else {}
     return True if all(old.get(k) == v for k, v in settings.items()) else None
 
 
@@ -250,8 +227,7 @@ def project_files(
     batch_size: int = 1,
     overwrite: bool = False,
     feature_net: Optional[FeatureNet] = None,
-    progress: bool = True,
-    log: Log = _stderr,
+    callback: Optional[Callback] = None,
     config=None,
     tune_allocator: bool = False,
 ) -> BatchResult:
@@ -260,32 +236,29 @@ def project_files(
     ``feature_net`` overrides ``loss`` (e.g. a small net in tests); ``config`` a ProjectorConfig (its
     num_steps/space are replaced by the arguments). ``tune_allocator``: on CPU, call
     :func:`~styleforge.utils.perf.tune_cpu_allocator` first (process-wide; the CLI turns it on).
+    ``callback`` hears of each batch's steps (a transient stage ``project <name>``), of every failed target as
+    it happens (a ``failed`` note), and of skips and fallbacks (notes).
     """
     from ..utils.perf import tune_cpu_allocator
     from .projector import ProjectorConfig, check_projectable, compute_w_stats
 
     t_begin = time.perf_counter()
-    if space not in ("w", "w+"):
-        raise StyleforgeError(f"--space {space!r}: use w or w+")
-    if num_steps < 1:
-        raise StyleforgeError("--num-steps must be at least 1")
+    rep = reporter(callback)
+    cfg = replace(config or ProjectorConfig(), num_steps=num_steps, space=space)
+    cfg.validate()
     if batch_size < 1:
-        raise StyleforgeError("--batch-size must be at least 1")
-    cfg = config or ProjectorConfig()
-    from dataclasses import replace
-
-    cfg = replace(cfg, num_steps=num_steps, space=space)
+        raise StyleforgeError("must be at least 1", param="batch_size", value=batch_size)
     targets = find_targets(target, outdir)
     single = len(targets) == 1 and targets[0].name == ""
     targets = shard_items(targets, shard)
     out_root = check_outdir(outdir)  # created with the first target's outputs
     res = BatchResult(outdir=out_root)
 
-    def fail(t: Target, why: str) -> None:  # one line per failed target, as it happens
-        res.failed.append((t, why))
-        log(f"failed: {why}")
+    def fail(t: Target, why) -> None:  # one note per failed target, as it happens
+        res.failed.append((t, str(why)))
+        rep.note(why, level="failed")
 
-    net_path = zoo.resolve(network, allow_download)
+    net_path = zoo.resolve(network, allow_download, rep)
     loss_name = feature_net.name if feature_net is not None else effective_loss(loss, vgg, allow_download)
     settings = _settings(Path(net_path).resolve(), space, num_steps, seed, loss_name)
 
@@ -295,11 +268,13 @@ def project_files(
         if state is True:
             res.skipped.append(t)
         elif state is None:
-            fail(t, f"{t.outdir} holds a projection made with other settings; use another --outdir or --overwrite")
+            fail(t, StyleforgeWarning(f"{t.outdir} holds a projection made with other settings; use another "
+                                      "{outdir} or {overwrite}", also=_OUTPUT_SETTINGS))
         else:
             todo.append(t)
     if single and res.skipped:
-        log(f"note: {targets[0].path} is already projected in {out_root} ({DONE_FILE} exists); pass --overwrite to redo it")
+        rep.note(StyleforgeWarning(f"{targets[0].path} is already projected in {out_root} ({DONE_FILE} exists); "
+                                   "pass {overwrite} to redo it", also=_OUTPUT_SETTINGS))
     if not todo:
         res.seconds = time.perf_counter() - t_begin
         return res
@@ -313,14 +288,14 @@ def project_files(
     if G.img_channels not in (1, 3):
         raise StyleforgeError(f"{net_path}: the network makes {G.img_channels}-channel images; projection supports 1 or 3")
     if feature_net is None:
-        feature_net = build_feature_net(loss, D, vgg, allow_download, dev, log)
+        feature_net = build_feature_net(loss, D, vgg, allow_download, dev, rep)
     else:
         feature_net = feature_net.to(dev)
     res.loss = loss_name
     if save_video:
         why = ffmpeg_available()
         if why is not None:
-            log(f"note: proj.mp4 is skipped: mp4 writing is unavailable ({why})")
+            rep.note(f"proj.mp4 is skipped: mp4 writing is unavailable ({why})")
             save_video = False
 
     # Load targets; a bad one is reported and skipped.
@@ -330,7 +305,7 @@ def project_files(
             arr, info = load_target_image(t.path, G.img_resolution, G.img_channels)
             loaded.append((t, arr, info))
         except StyleforgeError as e:
-            fail(t, str(e))
+            fail(t, e)
     if not loaded:
         res.seconds = time.perf_counter() - t_begin
         return res
@@ -340,7 +315,7 @@ def project_files(
     for b in range(0, len(loaded), batch_size):
         chunk = loaded[b: b + batch_size]
         try:
-            outs, start_img = _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, progress,
+            outs, start_img = _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, rep,
                                              settings, net_path, start_img)
         except StyleforgeError as e:
             for t, _, _ in chunk:
@@ -356,12 +331,11 @@ def project_files(
     return res
 
 
-def _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, progress, settings, net_path, start_img):
+def _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, rep: Reporter, settings, net_path,
+                   start_img):
     """Project one batch of loaded targets and write their outputs.
 
     Returns ({name: error message or None}, the start image (w_avg rendered), computed once per run)."""
-    from tqdm import tqdm
-
     from ..images import to_image_range, uint8_as_projector as to_uint8
     from .projector import project, synthesize
 
@@ -369,17 +343,14 @@ def _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, progress
     desc = names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1})"
     arrs = np.stack([a for _, a, _ in chunk])  # [N, H, W, C]
     targets = torch.from_numpy(arrs).permute(0, 3, 1, 2).to(torch.float32)
-    bar = tqdm(total=cfg.num_steps, unit="step", desc=f"project {desc}", disable=not progress, leave=False)
+    with rep.stage(f"project {desc}", total=cfg.num_steps, unit="step", transient=True) as advance:
+        def cb(step, total, dist):
+            if step % 10 == 0 or step == total - 1:
+                advance(1, dist=" ".join(f"{d:.4f}" for d in dist.tolist()[:4]))
+            else:
+                advance(1)
 
-    def cb(step, total, dist):
-        bar.update(1)
-        if step % 10 == 0 or step == total - 1:
-            bar.set_postfix(dist=" ".join(f"{d:.4f}" for d in dist.tolist()[:4]))
-
-    try:
         r = project(G, targets, feature_net, seeds=seed, config=cfg, stats=stats, keep_steps=save_video, callback=cb)
-    finally:
-        bar.close()
     out: dict = {}
     if start_img is None:
         start_img = to_uint8(synthesize(G, stats.w_avg.reshape(1, 1, -1).repeat(1, G.num_ws, 1)))[0]
@@ -392,7 +363,7 @@ def _project_chunk(G, chunk, feature_net, cfg, seed, stats, save_video, progress
     for i, (t, arr, info) in enumerate(chunk):
         t0 = time.perf_counter()
         try:
-            ensure_outdir(t.outdir)
+            ensure_outdir(t.outdir, param="outdir")
             save_image(arr, t.outdir / "target.png")
             save_image(synth_u8[i], t.outdir / "proj.png")
             save_npz(t.outdir / "projected_w.npz", w=r.w[i: i + 1].numpy().astype(np.float32))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +37,7 @@ from ..errors import StyleforgeError, StyleforgeWarning
 from ..images import make_grid, uint8_as_generate
 from ..latents import check_truncation, load_ws, seed_to_z
 from ..utils.fileio import ensure_outdir, save_image, save_json, save_npz
+from ..utils.progress import Callback, reporter
 from ..utils.runtime import check_outdir, resolve_device
 from ..video import ffmpeg_available, write_gif, write_mp4
 from ..zoo import load_generator
@@ -210,14 +210,12 @@ def run_interpolation(
     fps: float = 10,
     device: str = "auto",
     allow_download: Optional[bool] = None,
-    log=None,
-    progress: bool = True,
+    callback: Optional[Callback] = None,
 ) -> InterpolateResult:
     """Interpolate, render every frame and write the strip, the video and the latents to ``outdir`` (created
-    only when the frames are rendered, so a failed run leaves nothing behind)."""
-    from tqdm import tqdm
-
-    log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    only when the frames are rendered, so a failed run leaves nothing behind). Progress (stage ``interpolate``,
+    one advance per frame), downloads and the note when mp4 falls back to GIF go to ``callback``."""
+    rep = reporter(callback)
     if video not in ("mp4", "gif", "none"):
         raise StyleforgeError("use mp4, gif or none", param="video", label="video format", value=repr(video))
     if not (fps > 0 and math.isfinite(fps)):
@@ -225,18 +223,18 @@ def run_interpolation(
     check_truncation(truncation_psi)
     check_outdir(outdir)
     dev = resolve_device(device)
-    G, net_path = load_generator(network, dev, allow_download)
+    G, net_path = load_generator(network, dev, allow_download, rep)
     if steps > max_steps(G):
         raise StyleforgeError(f"at most {max_steps(G)} frames for this {G.img_resolution} px network (every frame is "
                               "kept in memory for the strip and the video); use fewer steps", param="steps", value=steps)
     it = interpolate_latents(G, steps, space, from_w, to_w, from_seed, to_seed, truncation_psi)
     frames = []
-    with torch.no_grad(), tqdm(total=len(it.ws), unit="frame", desc="interpolate", disable=not progress) as bar:
+    with torch.no_grad(), rep.stage("interpolate", total=len(it.ws), unit="frame") as advance:
         for i in range(len(it.ws)):
             img = G.synthesis(torch.from_numpy(it.ws[i: i + 1]).to(dev), noise_mode="const")
             frames.append(uint8_as_generate(img)[0])
-            bar.update(1)
-    out = ensure_outdir(outdir)
+            advance()
+    out = ensure_outdir(outdir, param="outdir")
     strip = save_image(make_grid(frames, cols=len(frames)), out / "interp.png")
     arrays = {"w": it.ws, "t": it.t.astype(np.float32)}
     if it.z is not None:
@@ -249,7 +247,7 @@ def run_interpolation(
         if why is None:
             vid = write_mp4(frames, out / "interp.mp4", fps=fps, bitrate="16M")
         else:
-            log(f"note: mp4 writing is unavailable ({why}); writing interp.gif instead")
+            rep.note(f"mp4 writing is unavailable ({why}); writing interp.gif instead")
             video = "gif"
     if video == "gif":
         vid = write_gif(frames, out / "interp.gif", fps=fps)

@@ -67,9 +67,10 @@ class ProjectorConfig:
 
     def validate(self) -> None:
         if self.space not in SPACES:
-            raise StyleforgeError(f"--space {self.space!r}: use w or w+")
+            raise StyleforgeError("use w or w+", param="space", value=repr(self.space))
         if self.num_steps < 1:
-            raise StyleforgeError("--num-steps must be at least 1")
+            raise StyleforgeError("must be at least 1", param="num_steps", label="number of steps",
+                                  value=self.num_steps)
 
 
 def learning_rate(step: int, cfg: ProjectorConfig) -> float:

@@ -3,7 +3,8 @@
 ``resolve_file(spec)`` accepts a local path, the name of a model bundled with the package
 (``faces32``), a known name (``ffhq``, ``vgg16``...) or a URL. It looks in the given path, then in the
 cache (``$STYLEFORGE_CACHE``, default ``~/.cache/styleforge``), and downloads only when the user allows it
-(``--allow-download`` or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), verifying a sha256 when one is known. Offline, the
+(``allow_download=True``, the CLIs' ``--allow-download``, or ``STYLEFORGE_ALLOW_DOWNLOAD=1``), verifying a sha256
+when one is known, with its progress reported through a :mod:`~styleforge.utils.progress` callback. Offline, the
 error names the file, where to put it, and the URL.
 """
 
@@ -20,6 +21,7 @@ from typing import Dict, Optional
 
 from ..errors import StyleforgeError
 from .fileio import atomic_path
+from .progress import Callback, reporter
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,10 @@ def bundled_names() -> list:
     return sorted(p.stem for p in BUNDLED_MODELS_DIR.glob("*.safetensors"))
 
 
-def resolve_file(spec: str, allow_download: Optional[bool] = None, what: str = "file") -> Path:
-    """Return a local path for ``spec`` (path, bundled or known name, or URL), downloading only if allowed."""
+def resolve_file(spec: str, allow_download: Optional[bool] = None, what: str = "file",
+                 callback: Optional[Callback] = None) -> Path:
+    """Return a local path for ``spec`` (path, bundled or known name, or URL), downloading only if allowed (the
+    download's progress goes to ``callback``)."""
     spec = os.fspath(spec)
     p = Path(spec).expanduser()
     if p.exists():
@@ -113,27 +117,28 @@ def resolve_file(spec: str, allow_download: Optional[bool] = None, what: str = "
     if not downloads_allowed(allow_download):
         raise StyleforgeError(
             f"{filename} is not in the cache: put it at {target} (or pass its local path), or allow the "
-            f"download from {url} with --allow-download / STYLEFORGE_ALLOW_DOWNLOAD=1"
+            f"download from {url} with {{allow_download}} / STYLEFORGE_ALLOW_DOWNLOAD=1",
+            also={"allow_download": "allow_download=True"},
         )
-    return download(url, target, sha256=sha)
+    return download(url, target, sha256=sha, callback=callback)
 
 
-def download(url: str, target: Path, sha256: Optional[str] = None, timeout: float = 60.0) -> Path:
-    """Download ``url`` to ``target`` atomically, with a progress bar and an optional checksum."""
-    from tqdm import tqdm
-
+def download(url: str, target: Path, sha256: Optional[str] = None, timeout: float = 60.0,
+             callback: Optional[Callback] = None) -> Path:
+    """Download ``url`` to ``target`` atomically, with an optional checksum; progress (a stage named after the
+    file, in bytes) goes to ``callback``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_path(target) as tmp:
             with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as out:
                 total = int(r.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=target.name) as bar:
+                with reporter(callback).stage(target.name, total=total, unit="B") as advance:
                     while True:
                         b = r.read(1 << 20)
                         if not b:
                             break
                         out.write(b)
-                        bar.update(len(b))
+                        advance(len(b))
             if total is not None and tmp.stat().st_size != total:
                 raise StyleforgeError(f"{url}: download was cut short; try again")
             digest = sha256_of(tmp)

@@ -3,7 +3,9 @@
 A killed job therefore never leaves a half-written PNG, npz or checkpoint under its final name, and a failed
 write (full disk, a folder in the way, no permission) removes its temporary file and becomes one
 :class:`StyleforgeError` line that names the path and the cause (:func:`output_error`). The messages name
-paths, not flags, so they are right for every command; a caller that knows its flag passes ``flag="--dest"``.
+paths; a caller that knows which of its settings chose the path passes it as ``param`` (``param="outdir"``), so
+the error is about that setting and a command line names its flag (``choose another --dest``) where Python reads
+``choose another location``. (``flag="--dest"``, the literal text, is still accepted for older callers.)
 :func:`cleanup_on_signals` turns SIGTERM (and SIGINT) into an exception, so that these writers also clean up
 when a job is terminated.
 """
@@ -29,7 +31,7 @@ PathLike = Union[str, os.PathLike]
 
 _FILE_MODE = None
 
-# errno -> what to do about it ("{where}" is the caller's flag, else "location")
+# errno -> what to do about it ("{where}": the setting that chose the path, else "location")
 _REMEDIES = {
     errno.ENOSPC: "free some disk space or choose another {where}",
     errno.EDQUOT: "free some space in your quota or choose another {where}",
@@ -46,12 +48,22 @@ _REMEDIES = {
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
-def output_error(path: PathLike, e: BaseException, flag: Optional[str] = None, doing: str = "cannot write") -> StyleforgeError:
+def _about(message: str, param: Optional[str], flag: Optional[str], label: str) -> StyleforgeError:
+    """``message`` with ``{where}`` naming the setting ``param`` (called ``label`` in Python, its flag on a
+    command line), or the literal ``flag``, or ``label``."""
+    if flag or not param:
+        return StyleforgeError(message.replace("{where}", flag or label))
+    return StyleforgeError(message.replace("{where}", "{name}"), param=param, label=label)
+
+
+def output_error(path: PathLike, e: BaseException, flag: Optional[str] = None, doing: str = "cannot write",
+                 param: Optional[str] = None) -> StyleforgeError:
     """One-line error for a failed write of ``path``: ``<path>: cannot write (no space left on device); free
-    some disk space or choose another location`` (``flag``, e.g. ``--dest``, replaces "location")."""
+    some disk space or choose another location``; about the setting ``param`` (``dest``: a command line reads
+    ``choose another --dest``) when given (``flag``: literal text instead of "location")."""
     code = getattr(e, "errno", None)
     remedy = _REMEDIES.get(code, "check the path and the disk, or choose another {where}")
-    return StyleforgeError(f"{path}: {doing} ({_cause(e)}); {remedy.format(where=flag or 'location')}")
+    return _about(f"{path}: {doing} ({_cause(e)}); {remedy}", param, flag, "location")
 
 
 def _cause(e: BaseException) -> str:
@@ -82,20 +94,21 @@ def file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, flag: Optional[str] = None) -> Iterator[Path]:
+def atomic_path(path: PathLike, flag: Optional[str] = None, param: Optional[str] = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, on failure delete it.
 
     OSErrors of the write itself (full disk, quota, read-only file system, a folder at ``path``, no permission)
-    become one :func:`output_error` line; others (e.g. a download failing inside the block) pass through.
+    become one :func:`output_error` line (about ``param``, see there); others (e.g. a download failing inside
+    the block) pass through.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():  # checked first: os.replace would refuse only after all the work
-        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), flag)
+        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), flag, param=param)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:
-        raise output_error(parent, e, flag, doing="cannot write here") from None
+        raise output_error(parent, e, flag, doing="cannot write here", param=param) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -106,21 +119,22 @@ def atomic_path(path: PathLike, flag: Optional[str] = None) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         if _is_write_failure(e, tmp_path, path):
-            raise output_error(path, e, flag) from None
+            raise output_error(path, e, flag, param=param) from None
         raise
 
 
-def ensure_outdir(outdir: PathLike, flag: Optional[str] = None) -> Path:
-    """Create ``outdir`` and check that it is writable, with a one-line error otherwise (naming ``flag``, e.g.
-    ``--outdir``, when given; else only the path)."""
+def ensure_outdir(outdir: PathLike, flag: Optional[str] = None, param: Optional[str] = None) -> Path:
+    """Create ``outdir`` and check that it is writable, with a one-line error otherwise: ``choose another output
+    folder``, about the setting ``param`` when given (a command line names its flag: ``choose another --outdir``;
+    ``flag``: literal text instead)."""
     outdir = Path(outdir)
-    where = flag or "output folder"
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StyleforgeError(f"{outdir}: cannot create output folder ({_cause(e)}); choose another {where}") from None
+        raise _about(f"{outdir}: cannot create output folder ({_cause(e)}); choose another {{where}}", param, flag,
+                     "output folder") from None
     if not os.access(outdir, os.W_OK | os.X_OK):
-        raise StyleforgeError(f"{outdir}: output folder is not writable; choose another {where}")
+        raise _about(f"{outdir}: output folder is not writable; choose another {{where}}", param, flag, "output folder")
     return outdir
 
 
@@ -199,6 +213,21 @@ def save_json(path: PathLike, obj) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
     return path
+
+
+def finished_record(record: PathLike, *outputs: PathLike) -> Optional[dict]:
+    """How resumable batch tools tell a finished item: the JSON object in ``record`` (written last, after the
+    item's ``outputs``) when it and every output are files; None when any is missing or the record is not a
+    readable JSON object (the item is then done again)."""
+    import json
+
+    if not all(Path(p).is_file() for p in (record, *outputs)):
+        return None
+    try:
+        obj = json.loads(Path(record).read_text())
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
 
 
 class NpzStream:

@@ -7,12 +7,14 @@ function, a script whatever it likes; None is silent.
 
 Events:
 
-- ``begin``: a stage starts (``stage``, ``total`` items or None, ``unit``);
+- ``begin``: a stage starts (``stage``, ``total`` items or None, ``unit``; ``transient``: a stage among many,
+  e.g. one target of a batch, that a front end may clear once it ends);
 - ``advance``: ``n`` more items of the stage are done (``info``: numbers worth showing, e.g. the current loss);
 - ``end``: the stage is over;
 - ``note``: something the user should read (a fallback taken, an item skipped or failed; ``level`` is ``info``,
-  ``warning`` or ``failed``); ``message`` is text or a :class:`~styleforge.errors.StyleforgeWarning`, which
-  names the settings it is about so a front end can call them by its own names (the CLIs by their flags).
+  ``warning`` or ``failed``); ``message`` is text, a :class:`~styleforge.errors.StyleforgeWarning` or (for an
+  item that failed) a :class:`~styleforge.errors.StyleforgeError`; those two name the settings they are about, so
+  a front end can call them by its own names (the CLIs by their flags).
 
     rep = Reporter(callback)
     with rep.stage("generate", total=len(seeds), unit="img") as advance:
@@ -28,9 +30,9 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, Optional, Union
 
-from ..errors import StyleforgeWarning
+from ..errors import StyleforgeError, StyleforgeWarning
 
-Message = Union[str, StyleforgeWarning]
+Message = Union[str, StyleforgeWarning, StyleforgeError]
 
 
 @dataclass
@@ -43,13 +45,15 @@ class Event:
     info: Dict[str, Any] = field(default_factory=dict)
     message: Optional[Message] = None
     level: str = "info"  # for notes: info | warning | failed
+    transient: bool = False  # for begin: clear the stage's display when it ends
 
 
 Callback = Callable[[Event], None]
 
 
 class Reporter:
-    """Sends :class:`Event` s to ``callback`` (does nothing without one)."""
+    """Sends :class:`Event` s to ``callback`` (does nothing without one). A Reporter is itself a callback, so a
+    function hands its own on to the functions it calls."""
 
     def __init__(self, callback: Optional[Callback] = None):
         self.callback = callback
@@ -58,10 +62,13 @@ class Reporter:
         if self.callback is not None:
             self.callback(event)
 
+    __call__ = emit
+
     @contextlib.contextmanager
-    def stage(self, name: str, total: Optional[int] = None, unit: str = "it") -> Iterator[Callable[..., None]]:
+    def stage(self, name: str, total: Optional[int] = None, unit: str = "it",
+              transient: bool = False) -> Iterator[Callable[..., None]]:
         """A stage of ``total`` items: yields ``advance(n=1, **info)``; ``end`` is sent however the block ends."""
-        self.emit(Event("begin", name, total=total, unit=unit))
+        self.emit(Event("begin", name, total=total, unit=unit, transient=transient))
 
         def advance(n: int = 1, **info: Any) -> None:
             self.emit(Event("advance", name, n=n, info=info))

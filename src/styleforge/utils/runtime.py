@@ -127,7 +127,7 @@ def _slurm_shard() -> Optional[Tuple[int, int]]:
     i, rest = divmod(tid - first, max(step, 1))
     if count < 1 or rest or not 0 <= i < count:
         raise StyleforgeError(f"{i}/{count} from the SLURM array ({shown}) is out of range; use i/n with "
-                              "0 <= i < n: fix the job's --array range or give the shard as i/n", param="shard")
+                              "0 <= i < n: fix the job array's range or give the shard as i/n", param="shard")
     return i, count
 
 
@@ -138,16 +138,25 @@ def parse_shard(spec: Optional[str]) -> Tuple[int, int]:
     m = re.match(r"^\s*(\d+)\s*/\s*(\d+)\s*$", str(spec))
     if not m:
         raise StyleforgeError("cannot parse it; use i/n with 0 <= i < n, e.g. 3/10", param="shard", value=repr(spec))
-    i, n = int(m.group(1)), int(m.group(2))
+    return check_shard((int(m.group(1)), int(m.group(2))))
+
+
+def check_shard(shard: Sequence[int]) -> Tuple[int, int]:
+    """``shard`` as a pair ``(i, n)`` of ints with 0 <= i < n, else a StyleforgeError about the setting."""
+    try:
+        i, n = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise StyleforgeError("use (i, n) with 0 <= i < n", param="shard", value=repr(shard)) from None
     if n < 1 or not 0 <= i < n:
-        raise StyleforgeError("out of range; use i/n with 0 <= i < n", param="shard", value=repr(spec))
+        raise StyleforgeError("out of range; use i/n with 0 <= i < n", param="shard", value=f"{i}/{n}")
     return i, n
 
 
 def shard_items(items: Sequence, shard: Tuple[int, int]) -> Sequence:
-    """The items of shard i of n (contiguous, balanced chunks; order kept). Only ``len`` and one slice are
-    used, so a :class:`SeedList` is cut without being expanded."""
-    i, n = shard
+    """The items of shard i of n (contiguous, balanced chunks; order kept; a shard outside 0..n-1 is an error,
+    :func:`check_shard`). Only ``len`` and one slice are used, so a :class:`SeedList` is cut without being
+    expanded."""
+    i, n = check_shard(shard)
     k, r = divmod(len(items), n)
     start = i * k + min(i, r)
     return items[start: start + k + (1 if i < r else 0)]
