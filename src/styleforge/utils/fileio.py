@@ -3,7 +3,8 @@
 A killed job therefore never leaves a half-written PNG, npz or checkpoint under its final name, and a failed
 write (full disk, a folder in the way, no permission) removes its temporary file and becomes one
 :class:`StyleforgeError` line that names the path and the cause (:func:`output_error`). The messages name
-paths, not flags, so they are right for every command; a caller that knows its flag passes ``flag="--dest"``.
+paths, not flags, so they are right for every caller; a caller whose output path came from a setting names it
+(``param="dest", label="destination"``: the commands show their flag, ``choose another --dest``).
 :func:`cleanup_on_signals` turns SIGTERM (and SIGINT) into an exception, so that these writers also clean up
 when a job is terminated.
 """
@@ -29,7 +30,7 @@ PathLike = Union[str, os.PathLike]
 
 _FILE_MODE = None
 
-# errno -> what to do about it ("{where}" is the caller's flag, else "location")
+# errno -> what to do about it ("{where}": the output's setting, else "location")
 _REMEDIES = {
     errno.ENOSPC: "free some disk space or choose another {where}",
     errno.EDQUOT: "free some space in your quota or choose another {where}",
@@ -46,12 +47,23 @@ _REMEDIES = {
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
-def output_error(path: PathLike, e: BaseException, flag: Optional[str] = None, doing: str = "cannot write") -> StyleforgeError:
+def _where(flag: Optional[str], param: Optional[str], label: Optional[str], default: str):
+    """What a remedy calls the output setting, and the ``also`` of the error: a ``{param}`` placeholder (a
+    command shows its flag, Python callers ``label``), else ``flag`` as given, else ``default``."""
+    if param:
+        return "{" + param + "}", {param: label or default}
+    return flag or default, None
+
+
+def output_error(path: PathLike, e: BaseException, flag: Optional[str] = None, doing: str = "cannot write",
+                 param: Optional[str] = None, label: Optional[str] = None) -> StyleforgeError:
     """One-line error for a failed write of ``path``: ``<path>: cannot write (no space left on device); free
-    some disk space or choose another location`` (``flag``, e.g. ``--dest``, replaces "location")."""
+    some disk space or choose another location`` ("location" becomes the setting ``param`` (``label`` in
+    words), or ``flag``, e.g. ``--dest``, when given)."""
     code = getattr(e, "errno", None)
     remedy = _REMEDIES.get(code, "check the path and the disk, or choose another {where}")
-    return StyleforgeError(f"{path}: {doing} ({_cause(e)}); {remedy.format(where=flag or 'location')}")
+    where, also = _where(flag, param, label, "location")
+    return StyleforgeError(f"{path}: {doing} ({_cause(e)}); {remedy.format(where=where)}", also=also)
 
 
 def _cause(e: BaseException) -> str:
@@ -82,20 +94,23 @@ def file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, flag: Optional[str] = None) -> Iterator[Path]:
+def atomic_path(path: PathLike, flag: Optional[str] = None, param: Optional[str] = None,
+                label: Optional[str] = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, on failure delete it.
 
     OSErrors of the write itself (full disk, quota, read-only file system, a folder at ``path``, no permission)
-    become one :func:`output_error` line; others (e.g. a download failing inside the block) pass through.
+    become one :func:`output_error` line (naming ``param``/``label`` or ``flag``); others (e.g. a download failing
+    inside the block) pass through.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():  # checked first: os.replace would refuse only after all the work
-        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), flag)
+        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), flag, param=param,
+                           label=label)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:
-        raise output_error(parent, e, flag, doing="cannot write here") from None
+        raise output_error(parent, e, flag, doing="cannot write here", param=param, label=label) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -106,21 +121,23 @@ def atomic_path(path: PathLike, flag: Optional[str] = None) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         if _is_write_failure(e, tmp_path, path):
-            raise output_error(path, e, flag) from None
+            raise output_error(path, e, flag, param=param, label=label) from None
         raise
 
 
-def ensure_outdir(outdir: PathLike, flag: Optional[str] = None) -> Path:
-    """Create ``outdir`` and check that it is writable, with a one-line error otherwise (naming ``flag``, e.g.
-    ``--outdir``, when given; else only the path)."""
+def ensure_outdir(outdir: PathLike, flag: Optional[str] = None, param: Optional[str] = None,
+                  label: Optional[str] = None) -> Path:
+    """Create ``outdir`` and check that it is writable, with a one-line error otherwise (naming the setting
+    ``param``/``label`` or ``flag``, e.g. ``--outdir``, when given; else only the path)."""
     outdir = Path(outdir)
-    where = flag or "output folder"
+    where, also = _where(flag, param, label, "output folder")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StyleforgeError(f"{outdir}: cannot create output folder ({_cause(e)}); choose another {where}") from None
+        raise StyleforgeError(f"{outdir}: cannot create output folder ({_cause(e)}); choose another {where}",
+                              also=also) from None
     if not os.access(outdir, os.W_OK | os.X_OK):
-        raise StyleforgeError(f"{outdir}: output folder is not writable; choose another {where}")
+        raise StyleforgeError(f"{outdir}: output folder is not writable; choose another {where}", also=also)
     return outdir
 
 
