@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import cli_message
 from train_data import ROOT, SUB_ENV, TINY, data, one_thread_module, train_tiny  # noqa: F401 - fixtures
 
 TORCHRUN_DRIVER = r'''
@@ -187,3 +188,26 @@ def test_torchrun_sigterm_saves_state_and_resumes(data, tmp_path, to):
     assert load_state_file(run_dir / "resume-state.pt")["progress"]["cur_nimg"] == stopped + 16
     log = (run_dir / "log.txt").read_text()
     assert f"resuming from {run_dir / 'resume-state.pt'} at {stopped / 1000:g} kimg" in log
+
+
+def test_spawned_ranks_report_through_the_callback_and_errors_name_their_setting(data, tmp_path, monkeypatch):
+    """``gpus=N`` without torchrun spawns the ranks (CUDA in practice; here on CPU with gloo): rank 0's log lines
+    reach the caller's callback, the result comes back, and a bad setting is one StyleforgeError in the caller
+    that still names its setting (the train command shows it as its flag)."""
+    import dataclasses
+
+    from styleforge.commands.train import train_cmd
+    from styleforge.errors import StyleforgeError
+    from styleforge.train.distributed import spawn_training
+    from styleforge.train.presets import TrainSettings
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the ranks' threads (two ranks on two cores)
+    s = TrainSettings(cfg="cpu", batch=8, kimg=0.016, kimg_per_tick=0.016, snap=1, workers=0, device="cpu")
+    run = dict(outdir=str(tmp_path / "o"), data=str(data["digits"]), overrides=TINY)
+    events = []
+    r = spawn_training(2, dict(run, settings=s), events.append)
+    assert r["done"] and r["cur_nimg"] == 16 and r["options"]["gpus"] == 2 and Path(r["snapshot"]).is_file()
+    assert any(e.kind == "note" and str(e.message).startswith("tick 0") for e in events)
+    with pytest.raises(StyleforgeError) as e:
+        spawn_training(2, dict(run, settings=dataclasses.replace(s, cbase=3)))
+    assert e.value.param == "cbase" and cli_message(e.value, train_cmd).startswith("--cbase 3: must be between")

@@ -97,11 +97,16 @@ def register_model(model: Model) -> Model:
     return model
 
 
+def model_names() -> List[str]:
+    """The models registered so far (and those :data:`MODEL_MODULES` would register)."""
+    return sorted(set(_MODELS) | set(MODEL_MODULES))
+
+
 def get_model(name: str) -> Model:
     if name not in _MODELS and name in MODEL_MODULES:
         importlib.import_module(MODEL_MODULES[name])
     if name not in _MODELS:
-        raise StyleforgeError(f"unknown model; use one of {', '.join(sorted(_MODELS))}", param="model", value=name)
+        raise StyleforgeError(f"unknown model; use one of {', '.join(model_names())}", param="model", value=name)
     return _MODELS[name]
 
 
