@@ -37,14 +37,14 @@ def _make_dataset(folder: Path, resolution: int) -> Path:
     import PIL.Image
     import skimage.data
 
-    from styleforge.train.dataset import convert_dataset
+    from styleforge.train.dataset_tool import convert_dataset
 
     faces = skimage.data.lfw_subset()[:100]
     src = folder / "faces"
     src.mkdir()
     for i, f in enumerate(faces):
         PIL.Image.fromarray((f * 255).astype(np.uint8)).convert("RGB").save(src / f"{i:03d}.png")
-    return convert_dataset(src, folder / f"faces{resolution}.zip", resolution=resolution, progress=False).dest
+    return convert_dataset(src, folder / f"faces{resolution}.zip", resolution=resolution).dest
 
 
 def run_case(name: str, runs: int, threads: int, p: float, device: str = "cpu", batch_override=None) -> dict:
@@ -54,15 +54,16 @@ def run_case(name: str, runs: int, threads: int, p: float, device: str = "cpu", 
     import torch
 
     sys.path.insert(0, str(ROOT / "src"))
-    from styleforge.train.loop import DistInfo, Trainer
+    from styleforge.train.distributed import DistInfo
     from styleforge.train.presets import resolve_options
+    from styleforge.train.trainer import Trainer
 
     torch.set_num_threads(threads)
     cfg, res, batch = CASES[name]
     batch = batch_override or batch
     with tempfile.TemporaryDirectory() as tmp:
         data = _make_dataset(Path(tmp), res)
-        from styleforge.train.dataset import ImageDataset
+        from styleforge.data.dataset import ImageDataset
 
         ds = ImageDataset(data)
         opts = resolve_options(data=str(data), dataset_name="faces", resolution=res, num_channels=3,

@@ -87,3 +87,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def cli_message(message, command) -> str:
+    """A StyleforgeError or StyleforgeWarning as the command-line tool ``command`` (a click command) shows it:
+    the settings it names called by that command's flags (``class 12: ...`` -> ``--class 12: ...``)."""
+    import click
+
+    from styleforge.commands.options import message_text
+
+    return message_text(message, click.Context(command))

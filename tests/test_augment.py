@@ -540,3 +540,23 @@ def test_adaptive_p_adds_in_float32_like_the_official_buffer():
         p.copy_((p + r * 64 / 500_000).max(torch.zeros([])))
     assert pipe.p.item() == p.item() and ada.p == p.item()
     assert abs(p.item() - 600 * 64 / 500_000) > 1e-7  # (the float64 sum: measurably elsewhere)
+
+
+@pytest.mark.parametrize("up,down,padding,flip", [(2, 1, (6, 5, 6, 5), False), (1, 2, (-1, -1, -1, -1), True),
+                                                  (1, 2, (2, 0, 1, 3), False), (1, 1, (3, 2, 0, 4), True)])
+def test_warp_resamples_with_the_network_fir_ops(up, down, padding, flip):
+    """The warp's FIR resampling is networks.ops' upfirdn2d with a 1-D filter (rows, then columns, as sums of
+    shifted slices): the same as the 2-D depthwise-convolution path with the filter's outer product, for zero
+    insertion, decimation, padding or cropping, and correlation (``flip_filter``), as the official pipe uses."""
+    from styleforge.networks import ops
+    from styleforge.train.augment_ops import geom_taps
+
+    f = geom_taps().double()
+    x = smooth_images(2, 3, 20, 18, dtype=torch.float64)
+    a = ops.upfirdn2d(x, f, up=up, down=down, padding=padding, gain=up * up, flip_filter=flip)
+    b = ops.upfirdn2d(x, torch.outer(f, f), up=up, down=down, padding=padding, gain=up * up, flip_filter=flip)
+    assert a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=1e-12)
+    if padding == (6, 5, 6, 5):  # the warp's 2x upsampling
+        assert torch.equal(ops.upsample2d(x, f), a)
+    if padding == (-1, -1, -1, -1):  # the warp's decimation, 6 px cropped per side
+        assert torch.equal(ops.downsample2d(x, f, padding=-6, flip_filter=True), a)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import OFFICIAL
-from styleforge.train import augment
+from styleforge.train import augment_ops
 from styleforge.train.augment import AdaptiveP, AugmentPipe, ReplayDraws
 
 FIX = OFFICIAL / "augment_bgc"
@@ -33,8 +33,8 @@ def test_filters_are_the_official_buffers():
     if _MANIFEST is None:
         pytest.skip(f"{FIX} not present")
     f = np.load(FIX / "filters.npz")
-    assert torch.equal(augment._geom_taps(), torch.from_numpy(f["Hz_geom"]))
-    assert torch.equal(augment.filter_bank(), torch.from_numpy(f["Hz_fbank"]))
+    assert torch.equal(augment_ops.geom_taps(), torch.from_numpy(f["Hz_geom"]))
+    assert torch.equal(augment_ops.filter_bank(), torch.from_numpy(f["Hz_fbank"]))
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c["name"] if c else "absent")

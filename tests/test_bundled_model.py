@@ -32,6 +32,20 @@ def test_bundled_model_ships_and_is_the_default():
     assert card.is_file() and "kimg" in card.read_text()
 
 
+def test_demo_network_without_a_bundled_model_is_reported_through_the_callback(monkeypatch, capsys):
+    """An install without the bundled model builds the demo network once and says so to the caller's progress
+    callback (the library prints nothing)."""
+    import styleforge.assets as assets
+
+    monkeypatch.setattr(assets, "BUNDLED_MODELS", ())
+    events = []
+    path = default_network_path(callback=events.append)
+    assert path.name == assets.DEMO_NAME and path.is_file()
+    assert [e.kind for e in events] == ["note"] and "random-init demo network" in str(events[0].message)
+    assert default_network_path(callback=events.append) == path and len(events) == 1  # built once
+    assert capsys.readouterr() == ("", "")
+
+
 def _check_module():
     spec = importlib.util.spec_from_file_location("bundled_model_check", ROOT / "benchmarks" / "bundled_model_check.py")
     mod = importlib.util.module_from_spec(spec)

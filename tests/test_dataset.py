@@ -1,4 +1,4 @@
-"""Tests for dataset conversion (scripts/dataset_tool.py, styleforge.train.dataset) and ImageDataset reading."""
+"""Tests for dataset conversion (scripts/dataset_tool.py, styleforge.train.dataset_tool) and reading (styleforge.data)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib.util
 import io
 import json
 import pickle
+import re
 import subprocess
 import sys
 import time
@@ -18,8 +19,12 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from conftest import cli_message
+from styleforge.commands.dataset import dataset_tool_cmd
+from styleforge.data.dataset import ImageDataset
+from styleforge.data.files import archive_name
 from styleforge.errors import StyleforgeError
-from styleforge.train.dataset import ImageDataset, archive_name, convert_dataset
+from styleforge.train.dataset_tool import convert_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "dataset_tool.py"
@@ -103,7 +108,7 @@ def test_class_folders_to_zip(tmp_path):
     src = tmp_path / "src"
     expected = make_class_folder(src)
     dest = tmp_path / "out.zip"
-    res = convert_dataset(src, dest, progress=False)
+    res = convert_dataset(src, dest)
 
     assert (res.num_images, res.num_found, res.num_skipped) == (6, 6, 0)
     assert (res.resolution, res.num_channels) == (32, 3)
@@ -126,8 +131,8 @@ def test_class_folders_to_zip(tmp_path):
 def test_image_dataset_reads_zip_and_folder(tmp_path):
     src = tmp_path / "src"
     expected = make_class_folder(src)
-    convert_dataset(src, tmp_path / "d.zip", progress=False)
-    convert_dataset(src, tmp_path / "d", progress=False)
+    convert_dataset(src, tmp_path / "d.zip")
+    convert_dataset(src, tmp_path / "d")
     assert (tmp_path / "d" / "00000" / "img00000005.png").is_file()
     assert json.loads((tmp_path / "d" / "dataset.json").read_text())["labels"][5] == ["00000/img00000005.png", 2]
 
@@ -169,7 +174,7 @@ def test_image_dataset_pickles_and_works_with_dataloader_workers(tmp_path):
 
     src = tmp_path / "src"
     make_class_folder(src)
-    convert_dataset(src, tmp_path / "d.zip", progress=False)
+    convert_dataset(src, tmp_path / "d.zip")
     ds = ImageDataset(tmp_path / "d.zip", xflip=True)
     first = ds[0][0]  # opens the zip in this process
     clone = pickle.loads(pickle.dumps(ds))
@@ -205,11 +210,11 @@ def _wide_image() -> np.ndarray:
 def test_center_crop(tmp_path):
     wide = _wide_image()
     save(wide, tmp_path / "src" / "wide.png")
-    res = convert_dataset(tmp_path / "src", tmp_path / "full.zip", transform="center-crop", progress=False)
+    res = convert_dataset(tmp_path / "src", tmp_path / "full.zip", transform="center-crop")
     assert res.resolution == 32
     np.testing.assert_array_equal(read_png(zip_entries(tmp_path / "full.zip")[archive_name(0)][1]), wide[:, 16:48])
 
-    convert_dataset(tmp_path / "src", tmp_path / "small.zip", resolution=16, transform="center-crop", progress=False)
+    convert_dataset(tmp_path / "src", tmp_path / "small.zip", resolution=16, transform="center-crop")
     small = read_png(zip_entries(tmp_path / "small.zip")[archive_name(0)][1]).astype(int)
     ref = np.asarray(PIL.Image.fromarray(wide[:, 16:48]).resize((16, 16), PIL.Image.LANCZOS)).astype(int)
     assert small.shape == (16, 16, 3) and np.abs(small - ref).mean() < 2
@@ -220,8 +225,7 @@ def test_center_crop_wide(tmp_path):
     tall = rgb_tile(7, 128, 64)  # 64 wide x 128 tall
     save(wide, tmp_path / "src" / "a_wide.png")
     save(tall, tmp_path / "src" / "b_tall.png")
-    res = convert_dataset(tmp_path / "src", tmp_path / "out", resolution=64, transform="center-crop-wide",
-                          progress=False)
+    res = convert_dataset(tmp_path / "src", tmp_path / "out", resolution=64, transform="center-crop-wide")
     assert res.num_images == 2 and res.resolution == 64
     a = np.asarray(PIL.Image.open(tmp_path / "out" / archive_name(0)))
     b = np.asarray(PIL.Image.open(tmp_path / "out" / archive_name(1)))
@@ -235,31 +239,32 @@ def test_grayscale_auto_forced_and_mixed(tmp_path):
     faces = _faces()
     for i in range(4):
         save(faces[i], tmp_path / "gray" / f"face{i}.png")
-    res = convert_dataset(tmp_path / "gray", tmp_path / "g25.zip", progress=False)
+    res = convert_dataset(tmp_path / "gray", tmp_path / "g25.zip")
     assert (res.num_channels, res.resolution) == (1, 25)
-    assert any("not a power of two" in w and "--resolution 16 or 32" in w for w in res.warnings)
+    warnings = [cli_message(w, dataset_tool_cmd) for w in res.warnings]
+    assert any("not a power of two" in w and "--resolution 16 or 32" in w for w in warnings)
     with pytest.raises(StyleforgeError, match="power-of-two"):
         ImageDataset(tmp_path / "g25.zip")
     img0 = read_png(zip_entries(tmp_path / "g25.zip")[archive_name(0)][1])
     assert img0.ndim == 2
     np.testing.assert_array_equal(img0, faces[0])
 
-    convert_dataset(tmp_path / "gray", tmp_path / "g32.zip", resolution=32, progress=False)
+    convert_dataset(tmp_path / "gray", tmp_path / "g32.zip", resolution=32)
     ds = ImageDataset(tmp_path / "g32.zip")
     assert ds.image_shape == [1, 32, 32] and ds[0][0].shape == (1, 32, 32) and not ds.has_labels
 
-    rgb = convert_dataset(tmp_path / "gray", tmp_path / "rgb.zip", grayscale=False, progress=False)
+    rgb = convert_dataset(tmp_path / "gray", tmp_path / "rgb.zip", grayscale=False)
     assert rgb.num_channels == 3 and read_png(zip_entries(tmp_path / "rgb.zip")[archive_name(0)][1]).shape == (25, 25, 3)
 
     save(rgb_tile(1, 32), tmp_path / "color" / "c.png")
-    forced = convert_dataset(tmp_path / "color", tmp_path / "forced.zip", grayscale=True, progress=False)
+    forced = convert_dataset(tmp_path / "color", tmp_path / "forced.zip", grayscale=True)
     assert forced.num_channels == 1
     np.testing.assert_array_equal(read_png(zip_entries(tmp_path / "forced.zip")[archive_name(0)][1]),
                                   np.asarray(PIL.Image.fromarray(rgb_tile(1, 32)).convert("L")))
 
     save(faces[5], tmp_path / "mixed" / "a_gray.png")
     save(rgb_tile(2, 25), tmp_path / "mixed" / "b_rgb.png")
-    mixed = convert_dataset(tmp_path / "mixed", tmp_path / "mixed.zip", resolution=32, progress=False)
+    mixed = convert_dataset(tmp_path / "mixed", tmp_path / "mixed.zip", resolution=32)
     assert mixed.num_channels == 3
     g = ImageDataset(tmp_path / "mixed.zip")[0][0]
     assert g.shape == (3, 32, 32) and (g[0] == g[1]).all() and (g[1] == g[2]).all()
@@ -269,7 +274,7 @@ def test_digits_box_filter_upscale(tmp_path):
     digits = _digits()
     for i in range(3):
         save(digits[i], tmp_path / "digits" / f"{i}.png")
-    res = convert_dataset(tmp_path / "digits", tmp_path / "d.zip", resolution=16, resize_filter="box", progress=False)
+    res = convert_dataset(tmp_path / "digits", tmp_path / "d.zip", resolution=16, resize_filter="box")
     assert (res.num_channels, res.resolution) == (1, 16)
     ds = ImageDataset(tmp_path / "d.zip")
     for i in range(3):
@@ -280,34 +285,35 @@ def test_mixed_sizes_error_and_resolution_fix(tmp_path):
     save(rgb_tile(0, 32), tmp_path / "src" / "big.png")
     save(rgb_tile(1, 16), tmp_path / "src" / "small.png")
     with pytest.raises(StyleforgeError) as e:
-        convert_dataset(tmp_path / "src", tmp_path / "out.zip", progress=False)
-    msg = str(e.value)
+        convert_dataset(tmp_path / "src", tmp_path / "out.zip")
+    msg = cli_message(e.value, dataset_tool_cmd)
     assert "different sizes" in msg and "32x32" in msg and "16x16" in msg and "--resolution" in msg
     assert "\n" not in msg
     assert not (tmp_path / "out.zip").exists() and leftovers(tmp_path) == []
 
-    res = convert_dataset(tmp_path / "src", tmp_path / "out.zip", resolution=16, progress=False)
+    res = convert_dataset(tmp_path / "src", tmp_path / "out.zip", resolution=16)
     assert res.num_images == 2 and ImageDataset(tmp_path / "out.zip").resolution == 16
 
 
 def test_non_square_without_transform_is_an_error(tmp_path):
     save(_wide_image(), tmp_path / "src" / "wide.png")
-    with pytest.raises(StyleforgeError, match=r"64x32, not square; pass --transform center-crop"):
-        convert_dataset(tmp_path / "src", tmp_path / "out.zip", resolution=32, progress=False)
+    with pytest.raises(StyleforgeError) as e:
+        convert_dataset(tmp_path / "src", tmp_path / "out.zip", resolution=32)
+    assert re.search(r"64x32, not square; pass --transform center-crop", cli_message(e.value, dataset_tool_cmd))
 
 
 def test_no_images_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(StyleforgeError, match="no image files found"):
-        convert_dataset(tmp_path / "empty", tmp_path / "out.zip", progress=False)
+        convert_dataset(tmp_path / "empty", tmp_path / "out.zip")
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("not an image")
     with pytest.raises(StyleforgeError, match="no image files found"):
-        convert_dataset(tmp_path / "notes", tmp_path / "out.zip", progress=False)
+        convert_dataset(tmp_path / "notes", tmp_path / "out.zip")
     with zipfile.ZipFile(tmp_path / "empty.zip", "w") as zf:
         zf.writestr("readme.txt", "nothing here")
     with pytest.raises(StyleforgeError, match="no image files found"):
-        convert_dataset(tmp_path / "empty.zip", tmp_path / "out.zip", progress=False)
+        convert_dataset(tmp_path / "empty.zip", tmp_path / "out.zip")
     with pytest.raises(StyleforgeError, match="no images in this dataset"):
         ImageDataset(tmp_path / "empty")
     assert not (tmp_path / "out.zip").exists()
@@ -323,7 +329,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path):
     (src / "truncated.png").write_bytes(good.getvalue()[: len(good.getvalue()) // 2])
     (src / "fake.jpg").write_bytes(b"\xff\xd8\xff\xe0 garbage")
 
-    res = convert_dataset(src, tmp_path / "out.zip", progress=False)
+    res = convert_dataset(src, tmp_path / "out.zip")
     assert (res.num_found, res.num_images, res.num_skipped) == (6, 3, 3)
     assert {name for name, _ in res.skipped} == {"bad.png", "truncated.png", "fake.jpg"}
     msg = res.skipped_message()
@@ -335,7 +341,7 @@ def test_corrupt_files_are_skipped_and_reported(tmp_path):
     only_bad.mkdir()
     (only_bad / "x.png").write_bytes(b"junk")
     with pytest.raises(StyleforgeError, match="could be read"):
-        convert_dataset(only_bad, tmp_path / "none.zip", progress=False)
+        convert_dataset(only_bad, tmp_path / "none.zip")
 
 
 def test_source_dataset_json_takes_precedence_and_zip_source(tmp_path):
@@ -343,13 +349,13 @@ def test_source_dataset_json_takes_precedence_and_zip_source(tmp_path):
     make_class_folder(src, counts=(("a", 2), ("b", 2)))
     labels = [["a/00.png", 7], ["a/01.png", 1], ["b/00.png", 3], ["b/01.png", 0]]
     (src / "dataset.json").write_text(json.dumps({"labels": labels}))
-    res = convert_dataset(src, tmp_path / "one.zip", progress=False)
+    res = convert_dataset(src, tmp_path / "one.zip")
     assert res.label_source == "dataset.json" and res.label_dim == 8 and res.class_names is None
     got = json.loads(zip_entries(tmp_path / "one.zip")["dataset.json"][1])["labels"]
     assert [v for _, v in got] == [7, 1, 3, 0]
 
     # A converted zip is itself a valid source; its labels and pixels carry over.
-    res2 = convert_dataset(tmp_path / "one.zip", tmp_path / "two.zip", max_images=3, progress=False)
+    res2 = convert_dataset(tmp_path / "one.zip", tmp_path / "two.zip", max_images=3)
     assert res2.num_images == 3 and res2.num_found == 4
     e1, e2 = zip_entries(tmp_path / "one.zip"), zip_entries(tmp_path / "two.zip")
     assert [v for _, v in json.loads(e2["dataset.json"][1])["labels"]] == [7, 1, 3]
@@ -358,21 +364,21 @@ def test_source_dataset_json_takes_precedence_and_zip_source(tmp_path):
 
     vec = [["a/00.png", [0.5, 1.0]], ["a/01.png", [1.5, 2.0]], ["b/00.png", [0, 0]], ["b/01.png", [1, -1]]]
     (src / "dataset.json").write_text(json.dumps({"labels": vec}))
-    convert_dataset(src, tmp_path / "vec.zip", progress=False)
+    convert_dataset(src, tmp_path / "vec.zip")
     ds = ImageDataset(tmp_path / "vec.zip")
     assert ds.label_dim == 2 and not ds.has_onehot_labels
     np.testing.assert_array_equal(ds[1][1], np.array([1.5, 2.0], np.float32))
 
     (src / "dataset.json").write_text(json.dumps({"labels": labels[:3]}))
-    res3 = convert_dataset(src, tmp_path / "partial.zip", progress=False)
-    assert res3.label_source is None and any("no label for 1 image" in w for w in res3.warnings)
+    res3 = convert_dataset(src, tmp_path / "partial.zip")
+    assert res3.label_source is None and any("no label for 1 image" in str(w) for w in res3.warnings)
     assert json.loads(zip_entries(tmp_path / "partial.zip")["dataset.json"][1]) == {"labels": None}
 
 
 def test_single_folder_does_not_become_a_label(tmp_path):
     for i in range(2):
         save(rgb_tile(i, 32), tmp_path / "src" / "images" / f"{i}.png")
-    res = convert_dataset(tmp_path / "src", tmp_path / "out.zip", progress=False)
+    res = convert_dataset(tmp_path / "src", tmp_path / "out.zip")
     assert res.label_source is None and res.label_dim == 0
 
 
@@ -382,15 +388,16 @@ def test_dest_checks(tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "keep.txt").write_text("x")
     with pytest.raises(StyleforgeError, match="not empty"):
-        convert_dataset(src, tmp_path / "full", progress=False)
-    with pytest.raises(StyleforgeError, match="inside --source"):
-        convert_dataset(src, src / "out.zip", progress=False)
+        convert_dataset(src, tmp_path / "full")
+    with pytest.raises(StyleforgeError) as e:
+        convert_dataset(src, src / "out.zip")
+    assert re.search("inside --source", cli_message(e.value, dataset_tool_cmd))
     (tmp_path / "empty_dest").mkdir()
-    assert convert_dataset(src, tmp_path / "empty_dest", progress=False).num_images == 6
+    assert convert_dataset(src, tmp_path / "empty_dest").num_images == 6
     with pytest.raises(StyleforgeError, match="unknown transform"):
-        convert_dataset(src, tmp_path / "x.zip", transform="zoom", progress=False)
+        convert_dataset(src, tmp_path / "x.zip", transform="zoom")
     with pytest.raises(StyleforgeError, match="no such file or folder"):
-        convert_dataset(tmp_path / "missing", tmp_path / "x.zip", progress=False)
+        convert_dataset(tmp_path / "missing", tmp_path / "x.zip")
 
 
 def test_image_dataset_rejects_bad_folders(tmp_path):
@@ -474,11 +481,11 @@ def test_script_runs_as_a_subprocess(tmp_path):
 
 
 def test_pil_fallback_matches_pyspng(tmp_path, monkeypatch):
-    import styleforge.train.dataset as dsmod
+    import styleforge.data.dataset as dsmod
 
     src = tmp_path / "src"
     make_class_folder(src)
-    convert_dataset(src, tmp_path / "d.zip", progress=False)
+    convert_dataset(src, tmp_path / "d.zip")
     fast = [ImageDataset(tmp_path / "d.zip")[i][0] for i in range(6)]
     monkeypatch.setattr(dsmod, "pyspng", None)
     slow = [ImageDataset(tmp_path / "d.zip")[i][0] for i in range(6)]

@@ -19,7 +19,7 @@ from conftest import assert_one_line_error, ROOT, tiny_discriminator, tiny_gener
 from styleforge.commands.convert import convert_cmd, info_cmd
 from styleforge.commands.generate import generate_cmd
 from styleforge.errors import StyleforgeError
-from styleforge.networks.checkpoint import load_network, save_networks
+from styleforge.networks.checkpoint import save_networks
 
 
 @pytest.fixture()

@@ -118,10 +118,10 @@ def _photos(p: Path) -> None:  # a few real faces (lfw_subset, grayscale) and an
 
 
 def _data_zip(p: Path) -> None:
-    from styleforge.train.dataset import convert_dataset
+    from styleforge.train.dataset_tool import convert_dataset
 
     _make("photos/")
-    convert_dataset("photos", p, resolution=256, transform="center-crop", progress=False)
+    convert_dataset("photos", p, resolution=256, transform="center-crop")
 
 
 STAND_INS: Dict[str, Callable[[Path], None]] = {

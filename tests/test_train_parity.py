@@ -1,7 +1,7 @@
 """The training step against the official code's own numbers (fixtures ``train_step_*``, see their README).
 
 Each phase (Gmain, Greg, Dmain, Dreg) runs from the pickle's G and D (fp32) through OUR training loop: a
-:class:`~styleforge.train.loop.Trainer` built from the fixture's settings (its optimisers with the lazy-regularisation
+:class:`~styleforge.train.trainer.Trainer` built from the fixture's settings (its optimisers with the lazy-regularisation
 lr/betas, its phases and intervals, its loss) runs ``_run_phase`` with the fixture's inputs and torch seed; the
 gradients are read just before the optimiser step. Bars (the fixtures' README): losses within 1e-5 relative, every
 gradient tensor within 1e-4 (||ours - official|| / ||official||), Adam updates of one Gmain+Dmain step within 5e-3.
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from conftest import OFFICIAL
 from styleforge.networks.checkpoint import load_networks
 from styleforge.networks.config import network_spec
-from styleforge.train.loop import Trainer
+from styleforge.train.trainer import Trainer
 from styleforge.train.presets import TrainingOptions
 
 LOSS_TOL, GRAD_TOL, UPDATE_TOL = 1e-5, 1e-4, 5e-3

@@ -7,10 +7,11 @@ deterministically, into the styleforge cache (so a fresh install can run end to 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
+from typing import Optional
 
 from ..utils.cache import BUNDLED_MODELS_DIR  # assets/models/: also reachable by name (--network faces32)
+from ..utils.progress import Callback, reporter
 
 BUNDLED_MODELS = ("faces32.safetensors",)  # the default, in order of preference, under assets/models/
 DEMO_NAME = "demo-random-generator-v1.safetensors"
@@ -45,8 +46,8 @@ def build_demo_network():
     return G.eval()
 
 
-def default_network_path() -> Path:
-    """The bundled model, or the demo network (built into the cache on first use)."""
+def default_network_path(callback: Optional[Callback] = None) -> Path:
+    """The bundled model, or the demo network (built into the cache on first use, which ``callback`` is told)."""
     p = bundled_model_path()
     if p is not None:
         return p
@@ -58,5 +59,5 @@ def default_network_path() -> Path:
         demo.parent.mkdir(parents=True, exist_ok=True)
         G = build_demo_network()
         save_networks(demo, {"G_ema": G}, extra={"note": "random-init demo network; not trained"})
-        print(f"note: no bundled model in this install; built a random-init demo network at {demo}", file=sys.stderr)
+        reporter(callback).note(f"no bundled model in this install; built a random-init demo network at {demo}")
     return demo

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import command, user_errors
+from .options import command, message_text, user_errors
 
 
 @command()
@@ -36,12 +36,13 @@ def dataset_tool_cmd(source, dest, resolution, transform, grayscale, max_images,
     The output is written under a temporary name and renamed when complete: a failure, SIGTERM or Ctrl-C
     removes it (exit codes 1, 143, 130).
     """
-    from ..train.dataset import convert_dataset
+    from ..train.dataset_tool import convert_dataset
     from ..utils.fileio import cleanup_on_signals
+    from .progress import cli_callback
 
     with cleanup_on_signals(f"nothing was written to {dest}"):
         res = convert_dataset(source, dest, resolution=resolution, transform=transform, grayscale=grayscale,
-                              max_images=max_images, resize_filter=resize_filter)
+                              max_images=max_images, resize_filter=resize_filter, callback=cli_callback())
     if res.class_names:
         names = ", ".join(res.class_names[:5]) + (", ..." if len(res.class_names) > 5 else "")
         labels = f"{res.label_dim} classes from folders ({names})"
@@ -54,7 +55,7 @@ def dataset_tool_cmd(source, dest, resolution, transform, grayscale, max_images,
     if res.skipped:
         click.echo(f"warning: {res.skipped_message()}", err=True)
     for w in res.warnings:
-        click.echo(f"warning: {w}", err=True)
+        click.echo(f"warning: {message_text(w)}", err=True)
     unused = res.num_found - res.num_images - res.num_skipped
     counts = f"found {res.num_found} image file(s): {res.num_images} written, {res.num_skipped} skipped"
     if unused > 0:

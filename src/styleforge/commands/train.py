@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..train.presets import AUG_MODES, preset_names
 from .options import command, user_errors
-
-_PRESETS = ["auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "cpu"]
 
 
 def bool_option(*decls, help):
@@ -40,7 +39,7 @@ def _metrics(ctx, param, value):
 @bool_option("--cond", help="Train a conditional model (labels from dataset.json).")
 @bool_option("--mirror", help="Add x-flipped copies of the dataset.")
 # Base config.
-@click.option("--cfg", type=click.Choice(_PRESETS), default="auto", show_default=True, help="Base config.")
+@click.option("--cfg", type=click.Choice(preset_names()), default="auto", show_default=True, help="Base config.")
 @click.option("--gamma", type=float, default=None, help="R1 regularisation weight. Default: preset.")
 @click.option("--kimg", type=float, default=None, help="Training length in thousands of images. Default: preset.")
 @click.option("--batch", type=click.IntRange(min=1), default=None, help="Global batch size. Default: preset.")
@@ -50,7 +49,7 @@ def _metrics(ctx, param, value):
 @click.option("--map", "map_layers", type=click.IntRange(min=1), default=None,
               help="Mapping-network depth. Default: preset.")
 # Augmentation.
-@click.option("--aug", type=click.Choice(["ada", "noaug", "fixed"]), default=None,
+@click.option("--aug", type=click.Choice(list(AUG_MODES)), default=None,
               help="Augmentation mode [default: ada].")
 @click.option("--p", type=float, default=None, help="Augmentation probability for --aug fixed.")
 @click.option("--target", type=float, default=None, help="ADA target value for --aug ada [default: 0.6].")
@@ -83,11 +82,20 @@ def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cf
     SIGTERM or Ctrl-C finishes the current step, saves resume-state.pt in the run folder and exits 0.
     """
     from ..train.loop import train
+    from .progress import cli_callback
 
     res = train(outdir=outdir, data=data, cfg=cfg, gpus=gpus, batch=batch, gamma=gamma, kimg=kimg, snap=snap,
                 mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax,
                 map_layers=map_layers, resume=resume, seed=seed, metrics=metrics, kimg_per_tick=kimg_per_tick,
-                workers=workers, device=device, deterministic=deterministic, fp32=fp32, dry_run=dry_run)
-    if res.run_dir is not None and res.rank == 0:  # under torchrun every rank returns; one line is enough
+                workers=workers, device=device, deterministic=deterministic, fp32=fp32, dry_run=dry_run,
+                callback=cli_callback())
+    if res.rank != 0:  # under torchrun every rank returns; one report is enough
+        return
+    if dry_run:
+        o = res.options
+        click.echo(f"Training options:\n{o.to_json()}\nOutput directory: {res.planned_run_dir}")
+        click.echo(f"Dataset: {o.data} ({o.num_images} images, {o.resolution}x{o.resolution}, {o.label_dim} label "
+                   "dims)\nDry run; exiting.")
+    elif res.run_dir is not None:
         what = "stopped" if res.stopped else "finished"
         click.echo(f"{what} at {res.cur_nimg / 1000:g} kimg; run folder: {res.run_dir}")

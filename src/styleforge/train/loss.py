@@ -65,6 +65,18 @@ class StyleGAN2Loss:
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
 
+    # -- what the trainer asks (styleforge.train.registry.Loss) -------------------------------------------------
+
+    def regularizes(self, net: str) -> bool:
+        """Whether ``<net>reg`` does anything: path length (G) with ``pl_weight``, R1 (D) with ``r1_gamma``."""
+        return (self.pl_weight if net == "G" else self.r1_gamma) != 0
+
+    def state_dict(self) -> Dict[str, torch.Tensor]:
+        return {"pl_mean": self.pl_mean.detach().cpu().clone()}
+
+    def load_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        self.pl_mean.copy_(state["pl_mean"].to(self.pl_mean.device))
+
     # -- forward passes ------------------------------------------------------------------------------------------
 
     def mix_styles(self, ws: torch.Tensor, z: torch.Tensor, c: Optional[torch.Tensor]) -> torch.Tensor:

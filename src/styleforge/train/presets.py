@@ -122,7 +122,8 @@ def auto_gamma(resolution: int, batch: int) -> float:
 def resolve_preset(name: str, resolution: int, gpus: int = 1) -> ResolvedPreset:
     """Fill a preset's derived entries for ``resolution`` and ``gpus`` processes (the official auto rules)."""
     if name not in PRESETS:
-        raise StyleforgeError(f"--cfg {name!r}: unknown preset; use one of {', '.join(PRESETS)}")
+        raise StyleforgeError(f"{{name}} {name!r}: unknown preset; use one of {', '.join(PRESETS)}", param="cfg",
+                              value=name)
     p = PRESETS[name]
     res = int(resolution)
     if p.name == "auto":
@@ -158,6 +159,7 @@ class TrainSettings:
     from the command line through :func:`~styleforge.train.loop.train` to :func:`resolve_options`."""
 
     cfg: str = "auto"
+    model: str = "stylegan2"  # what is trained: a name of styleforge.train.registry
     batch: Optional[int] = None
     gamma: Optional[float] = None
     kimg: Optional[float] = None
@@ -196,6 +198,7 @@ class TrainingOptions:
     mirror: bool = False
     # Base config.
     cfg: str = "auto"
+    model: str = "stylegan2"  # the networks and loss, by name (styleforge.train.registry)
     gpus: int = 1
     batch: int = 32  # global batch
     batch_gpu: int = 32  # per process and accumulation round
@@ -276,14 +279,17 @@ def _fmt(x: float) -> str:
 
 def run_desc(dataset_name: str, cfg: str, gpus: int, *, cond=False, mirror=False, gamma=None, kimg=None, batch=None,
              aug=None, p=None, target=None, augpipe=None, cbase=None, cmax=None, map_layers=None,
-             resume=None) -> str:
-    """The official run-directory description: ``<data>[-cond][-mirror]-<cfg>[gpus if auto][-gammaX]...``."""
+             resume=None, model="stylegan2") -> str:
+    """The official run-directory description: ``<data>[-cond][-mirror]-<cfg>[gpus if auto][-gammaX]...``
+    (a model other than StyleGAN2 follows the cfg: ``-<cfg>-<model>``)."""
     desc = dataset_name
     if cond:
         desc += "-cond"
     if mirror:
         desc += "-mirror"
     desc += f"-{cfg}" + (f"{gpus:d}" if cfg == "auto" else "")
+    if model != "stylegan2":
+        desc += f"-{model}"
     # overridden settings in the official order; aug and augpipe appear by value alone
     for label, value in (("gamma", gamma), ("kimg", kimg), ("batch", batch), ("", aug), ("p", p),
                          ("target", target), ("", augpipe), ("cbase", cbase), ("cmax", cmax), ("map", map_layers)):
@@ -330,14 +336,15 @@ def resolve_options(
     keywords, replacing those of ``settings``), with the official validation rules (one-line errors)."""
     s = dataclasses.replace(settings or TrainSettings(), **fields)
     if gpus < 1 or gpus & (gpus - 1):
-        raise StyleforgeError(f"--gpus {gpus}: must be a power of two (1, 2, 4, ...)")
+        raise StyleforgeError("must be a power of two (1, 2, 4, ...)", param="gpus", value=gpus)
     if resolution < 8 or resolution & (resolution - 1):
-        raise StyleforgeError(f"--data: resolution {resolution} is not supported; train at a power of two >= 8")
+        raise StyleforgeError(f"resolution {resolution} is not supported; train at a power of two >= 8", param="data",
+                              label="the dataset")
     pr = resolve_preset(s.cfg, resolution, gpus)
-    for flag, v, lo, hi in (("--cbase", s.cbase, 16, 1 << 20), ("--cmax", s.cmax, 1, 4096),
-                            ("--map", s.map_layers, 1, 16)):
+    for param, v, lo, hi in (("cbase", s.cbase, 16, 1 << 20), ("cmax", s.cmax, 1, 4096),
+                             ("map_layers", s.map_layers, 1, 16)):
         if v is not None and not lo <= v <= hi:
-            raise StyleforgeError(f"{flag} {v}: must be between {lo} and {hi}")
+            raise StyleforgeError(f"must be between {lo} and {hi}", param=param, value=v)
     if s.cbase is not None:
         pr.channel_base = int(s.cbase)
     if s.cmax is not None:
@@ -345,57 +352,65 @@ def resolve_options(
     if s.map_layers is not None:
         pr.map_layers = int(s.map_layers)
     if s.cond and label_dim == 0:
-        raise StyleforgeError("--cond: the dataset has no labels (dataset.json 'labels' is null); drop --cond or add labels")
+        raise StyleforgeError("the dataset has no labels (dataset.json 'labels' is null); drop {cond} or add labels",
+                              param="cond")
     c_dim = label_dim if s.cond else 0
 
     total_batch = pr.batch
     batch_gpu = max(pr.batch // pr.ref_gpus, 1)
     if s.batch is not None:
         if s.batch < 1 or s.batch % gpus:
-            raise StyleforgeError(f"--batch {s.batch}: must be at least 1 and divisible by --gpus ({gpus})")
+            raise StyleforgeError(f"must be at least 1 and divisible by {{gpus}} ({gpus})", param="batch",
+                                  value=s.batch, also={"gpus": "gpus"})
         total_batch, batch_gpu = s.batch, s.batch // gpus
     batch_gpu = min(batch_gpu, total_batch // gpus)
     if total_batch % (batch_gpu * gpus):
-        raise StyleforgeError(f"--batch {total_batch} is not a multiple of {gpus} process(es) x {batch_gpu} per round")
+        raise StyleforgeError(f"{{name}} {total_batch} is not a multiple of {gpus} process(es) x {batch_gpu} per round",
+                              param="batch", value=total_batch)
     # The official auto/cfg rules compute mbstd for the preset's own batch; keep the group within one round.
     if batch_gpu % min(pr.mbstd, batch_gpu):
         raise StyleforgeError(
             f"batch per process {batch_gpu} is not divisible by the minibatch-stddev group {pr.mbstd}; "
-            f"choose --batch as a multiple of {pr.mbstd * gpus}")
+            f"choose {{batch}} as a multiple of {pr.mbstd * gpus}", also={"batch": "batch"})
 
     if s.gamma is not None and (not math.isfinite(s.gamma) or s.gamma < 0):
-        raise StyleforgeError(f"--gamma {s.gamma}: must be a finite number >= 0")
+        raise StyleforgeError("must be a finite number >= 0", param="gamma", value=s.gamma)
     if s.kimg is not None and (not math.isfinite(s.kimg) or s.kimg <= 0):
-        raise StyleforgeError(f"--kimg {s.kimg}: must be > 0")
+        raise StyleforgeError("must be > 0", param="kimg", value=s.kimg)
     if s.snap is not None and s.snap < 1:
-        raise StyleforgeError(f"--snap {s.snap}: must be at least 1")
+        raise StyleforgeError("must be at least 1", param="snap", value=s.snap)
     if s.kimg_per_tick is not None and (not math.isfinite(s.kimg_per_tick) or s.kimg_per_tick <= 0):
-        raise StyleforgeError(f"--kimg-per-tick {s.kimg_per_tick}: must be > 0")
+        raise StyleforgeError("must be > 0", param="kimg_per_tick", value=s.kimg_per_tick)
 
     aug_mode = s.aug if s.aug is not None else "ada"
     if aug_mode not in AUG_MODES:
-        raise StyleforgeError(f"--aug {aug_mode!r}: use ada, noaug or fixed")
+        raise StyleforgeError(f"{{name}} {aug_mode!r}: use ada, noaug or fixed", param="aug", value=aug_mode)
     if s.p is not None:
         if aug_mode != "fixed":
-            raise StyleforgeError("--p can only be specified with --aug fixed")
+            raise StyleforgeError("{name} can only be specified with {aug} fixed", param="p", value=s.p,
+                                  also={"aug": "aug"})
         if not 0 <= s.p <= 1:
-            raise StyleforgeError(f"--p {s.p}: must be between 0 and 1")
+            raise StyleforgeError("must be between 0 and 1", param="p", value=s.p)
     elif aug_mode == "fixed":
-        raise StyleforgeError("--aug fixed needs --p (the constant augmentation probability)")
+        raise StyleforgeError("{aug} fixed needs {name} (the constant augmentation probability)", param="p",
+                              also={"aug": "aug"})
     if s.target is not None:
         if aug_mode != "ada":
-            raise StyleforgeError("--target can only be specified with --aug ada")
+            raise StyleforgeError("{name} can only be specified with {aug} ada", param="target", value=s.target,
+                                  also={"aug": "aug"})
         if not 0 <= s.target <= 1:
-            raise StyleforgeError(f"--target {s.target}: must be between 0 and 1")
+            raise StyleforgeError("must be between 0 and 1", param="target", value=s.target)
     from .augment import AUGPIPE_PRESETS
 
     pipe = s.augpipe if s.augpipe is not None else "bgc"
     if pipe not in AUGPIPE_PRESETS:
         official_only = {"filter", "noise", "cutout", "bgcf", "bgcfn", "bgcfnc"}
         why = "is not implemented by styleforge" if pipe in official_only else "is unknown"
-        raise StyleforgeError(f"--augpipe {pipe!r} {why}; use one of {', '.join(AUGPIPE_PRESETS)}")
+        raise StyleforgeError(f"{{name}} {pipe!r} {why}; use one of {', '.join(AUGPIPE_PRESETS)}", param="augpipe",
+                              value=pipe)
     if s.augpipe is not None and aug_mode == "noaug":
-        raise StyleforgeError("--augpipe cannot be specified with --aug noaug")
+        raise StyleforgeError("{name} cannot be specified with {aug} noaug", param="augpipe", value=s.augpipe,
+                              also={"aug": "aug"})
 
     G, D = network_configs(pr, resolution, num_channels, c_dim, batch_gpu)
     ema_rampup = pr.ema_rampup
@@ -405,11 +420,11 @@ def resolve_options(
         ema_rampup = None
     desc = run_desc(dataset_name, s.cfg, gpus, cond=s.cond, mirror=s.mirror, gamma=s.gamma, kimg=s.kimg,
                     batch=s.batch, aug=s.aug, p=s.p, target=s.target, augpipe=s.augpipe, cbase=s.cbase, cmax=s.cmax,
-                    map_layers=s.map_layers, resume=None if s.resume in (None, "auto") else s.resume)
+                    map_layers=s.map_layers, resume=None if s.resume in (None, "auto") else s.resume, model=s.model)
     snap_v = s.snap if s.snap is not None else pr.snap
     return TrainingOptions(
         data=data, dataset_name=dataset_name, resolution=resolution, num_channels=num_channels,
-        num_images=num_images, cond=s.cond, label_dim=c_dim, mirror=s.mirror, cfg=s.cfg, gpus=gpus,
+        num_images=num_images, cond=s.cond, label_dim=c_dim, mirror=s.mirror, cfg=s.cfg, model=s.model, gpus=gpus,
         batch=total_batch, batch_gpu=batch_gpu, kimg=s.kimg if s.kimg is not None else pr.kimg,
         gamma=s.gamma if s.gamma is not None else pr.gamma, G=G, D=D, lrate=pr.lrate,
         pl_weight=pr.pl_weight, style_mixing_prob=pr.style_mixing_prob, ema_kimg=pr.ema_kimg,

@@ -3,9 +3,8 @@
 A killed job therefore never leaves a half-written PNG, npz or checkpoint under its final name, and a failed
 write (full disk, a folder in the way, no permission) removes its temporary file and becomes one
 :class:`StyleforgeError` line that names the path and the cause (:func:`output_error`). The messages name
-paths; a caller that knows which of its settings chose the path passes it as ``param`` (``param="outdir"``), so
-the error is about that setting and a command line names its flag (``choose another --dest``) where Python reads
-``choose another location``. (``flag="--dest"``, the literal text, is still accepted for older callers.)
+paths, not flags, so they are right for every caller; a caller whose output path came from a setting names it
+(``param="dest", label="destination"``: the commands show their flag, ``choose another --dest``).
 :func:`cleanup_on_signals` turns SIGTERM (and SIGINT) into an exception, so that these writers also clean up
 when a job is terminated.
 """
@@ -31,7 +30,7 @@ PathLike = Union[str, os.PathLike]
 
 _FILE_MODE = None
 
-# errno -> what to do about it ("{where}": the setting that chose the path, else "location")
+# errno -> what to do about it ("{where}": the output's setting, else "location")
 _REMEDIES = {
     errno.ENOSPC: "free some disk space or choose another {where}",
     errno.EDQUOT: "free some space in your quota or choose another {where}",
@@ -48,22 +47,23 @@ _REMEDIES = {
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
-def _about(message: str, param: Optional[str], flag: Optional[str], label: str) -> StyleforgeError:
-    """``message`` with ``{where}`` naming the setting ``param`` (called ``label`` in Python, its flag on a
-    command line), or the literal ``flag``, or ``label``."""
-    if flag or not param:
-        return StyleforgeError(message.replace("{where}", flag or label))
-    return StyleforgeError(message.replace("{where}", "{name}"), param=param, label=label)
+def _error(message: str, flag: Optional[str], param: Optional[str], label: Optional[str],
+           default: str) -> StyleforgeError:
+    """``message`` with ``{where}`` naming the output's setting: ``param`` (the error is about it; a command shows
+    its flag, Python ``label`` or ``default``), else the literal ``flag``, else ``default``."""
+    if param:
+        return StyleforgeError(message.replace("{where}", "{name}"), param=param, label=label or default)
+    return StyleforgeError(message.replace("{where}", flag or default))
 
 
 def output_error(path: PathLike, e: BaseException, flag: Optional[str] = None, doing: str = "cannot write",
-                 param: Optional[str] = None) -> StyleforgeError:
+                 param: Optional[str] = None, label: Optional[str] = None) -> StyleforgeError:
     """One-line error for a failed write of ``path``: ``<path>: cannot write (no space left on device); free
-    some disk space or choose another location``; about the setting ``param`` (``dest``: a command line reads
-    ``choose another --dest``) when given (``flag``: literal text instead of "location")."""
+    some disk space or choose another location`` ("location" becomes the setting ``param`` (``label`` in
+    words), or ``flag``, e.g. ``--dest``, when given)."""
     code = getattr(e, "errno", None)
     remedy = _REMEDIES.get(code, "check the path and the disk, or choose another {where}")
-    return _about(f"{path}: {doing} ({_cause(e)}); {remedy}", param, flag, "location")
+    return _error(f"{path}: {doing} ({_cause(e)}); {remedy}", flag, param, label, "location")
 
 
 def _cause(e: BaseException) -> str:
@@ -94,21 +94,23 @@ def file_mode() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(path: PathLike, flag: Optional[str] = None, param: Optional[str] = None) -> Iterator[Path]:
+def atomic_path(path: PathLike, flag: Optional[str] = None, param: Optional[str] = None,
+                label: Optional[str] = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it to ``path``, on failure delete it.
 
     OSErrors of the write itself (full disk, quota, read-only file system, a folder at ``path``, no permission)
-    become one :func:`output_error` line (about ``param``, see there); others (e.g. a download failing inside
-    the block) pass through.
+    become one :func:`output_error` line (naming ``param``/``label`` or ``flag``); others (e.g. a download failing
+    inside the block) pass through.
     """
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():  # checked first: os.replace would refuse only after all the work
-        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), flag, param=param)
+        raise output_error(path, IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR)), flag, param=param,
+                           label=label)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
     except OSError as e:
-        raise output_error(parent, e, flag, doing="cannot write here", param=param) from None
+        raise output_error(parent, e, flag, doing="cannot write here", param=param, label=label) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -119,22 +121,23 @@ def atomic_path(path: PathLike, flag: Optional[str] = None, param: Optional[str]
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         if _is_write_failure(e, tmp_path, path):
-            raise output_error(path, e, flag, param=param) from None
+            raise output_error(path, e, flag, param=param, label=label) from None
         raise
 
 
-def ensure_outdir(outdir: PathLike, flag: Optional[str] = None, param: Optional[str] = None) -> Path:
-    """Create ``outdir`` and check that it is writable, with a one-line error otherwise: ``choose another output
-    folder``, about the setting ``param`` when given (a command line names its flag: ``choose another --outdir``;
-    ``flag``: literal text instead)."""
+def ensure_outdir(outdir: PathLike, flag: Optional[str] = None, param: Optional[str] = None,
+                  label: Optional[str] = None) -> Path:
+    """Create ``outdir`` and check that it is writable, with a one-line error otherwise (naming the setting
+    ``param``/``label`` or ``flag``, e.g. ``--outdir``, when given; else only the path)."""
     outdir = Path(outdir)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise _about(f"{outdir}: cannot create output folder ({_cause(e)}); choose another {{where}}", param, flag,
-                     "output folder") from None
+        raise _error(f"{outdir}: cannot create output folder ({_cause(e)}); choose another {{where}}", flag, param,
+                     label, "output folder") from None
     if not os.access(outdir, os.W_OK | os.X_OK):
-        raise _about(f"{outdir}: output folder is not writable; choose another {{where}}", param, flag, "output folder")
+        raise _error(f"{outdir}: output folder is not writable; choose another {{where}}", flag, param, label,
+                     "output folder")
     return outdir
 
 
