@@ -42,6 +42,22 @@ def check_out_file(path, param: str = "out") -> None:
         raise StyleforgeError(e.detail, param=param) from None
 
 
+def load_generator_for(network, device, allow_download):
+    """The editing commands' generator: ``--device`` resolved (glibc told to keep freed memory on CPU, as generate.py
+    does), loaded through the zoo, checked to have a W space; and its file."""
+    from ..directions.render import check_w_space
+    from ..utils.perf import tune_cpu_allocator
+    from ..utils.runtime import resolve_device
+    from ..zoo import load_generator
+
+    dev = resolve_device(device)
+    if dev.type == "cpu":
+        tune_cpu_allocator()
+    G, path = load_generator(network, dev, allow_download)
+    check_w_space(G)
+    return G, path
+
+
 network_option = click.option(
     "--network", "network", metavar="PATH|NAME|URL",
     help="Network: official .pkl, styleforge .safetensors, known name (ffhq...) or URL. Default: bundled model.")
@@ -92,8 +108,7 @@ def edit_cmd(network, w_files, seeds, truncation_psi, class_idx, direction, cond
     from ..directions.render import seeds_to_ws
     from ..errors import StyleforgeError
     from ..latents import load_ws
-    from ..utils.runtime import check_outdir, resolve_device
-    from ..zoo import load_generator
+    from ..utils.runtime import check_outdir
     from .progress import cli_callback
 
     if not w_files and seeds is None:
@@ -102,7 +117,7 @@ def edit_cmd(network, w_files, seeds, truncation_psi, class_idx, direction, cond
     check_outdir(outdir)
     d = load_direction(direction)
     conds = [load_direction(c) for c in conditions]
-    G, net_path = load_generator(network, resolve_device(device), allow_download)
+    G, net_path = load_generator_for(network, device, allow_download)
     for c, spec in zip([d] + conds, [direction] + list(conditions)):
         c.for_network(G.num_ws, G.w_dim, source=spec)
     if conds:

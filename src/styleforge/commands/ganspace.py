@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .edit import allow_download_option, check_out_file, network_option
+from .edit import allow_download_option, check_out_file, load_generator_for, network_option
 from .options import command, device_option, user_errors
 from .sefa import grid_options
 
@@ -46,8 +46,7 @@ def ganspace_cmd(network, samples, components, seed, layers, out, outdir, top, s
     from ..directions.grids import factor_grids
     from ..errors import StyleforgeError
     from ..utils.fileio import ensure_outdir
-    from ..utils.runtime import check_outdir, resolve_device
-    from ..zoo import load_generator
+    from ..utils.runtime import check_outdir
     from .progress import cli_callback
 
     if outdir is None and out is None:
@@ -57,7 +56,7 @@ def ganspace_cmd(network, samples, components, seed, layers, out, outdir, top, s
         check_outdir(outdir)
     out = Path(out) if out is not None else Path(outdir) / "ganspace.npz"
     check_out_file(out)
-    G, net_path = load_generator(network, resolve_device(device), allow_download)
+    G, net_path = load_generator_for(network, device, allow_download)
     chosen = parse_layers(layers, G.num_ws) if layers is not None else None
     if top > components:
         raise StyleforgeError(f"more than --components {components}", param="top", value=top)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .edit import allow_download_option, check_out_file, network_option
+from .edit import allow_download_option, check_out_file, load_generator_for, network_option
 from .options import command, device_option, user_errors
 
 
@@ -111,8 +111,6 @@ def learn_direction_cmd(network, positive, negative, latents, scores, samples, s
     from ..errors import StyleforgeError
     from ..latents import load_ws
     from ..utils.fileio import ensure_outdir
-    from ..utils.runtime import resolve_device
-    from ..zoo import load_generator
     from .progress import cli_callback
 
     folders = positive is not None or negative is not None
@@ -133,8 +131,7 @@ def learn_direction_cmd(network, positive, negative, latents, scores, samples, s
     check_out_file(out_path)
     require_sklearn()
     fn = load_scoring_function(score_fn) if score_fn else None
-    dev = resolve_device(device)
-    G, net_path = load_generator(network, dev, allow_download)
+    G, net_path = load_generator_for(network, device, allow_download)
     info = {"network": str(net_path)}
     if folders:
         kinds = {side: _folder_kind(f) for side, f in (("positive", positive), ("negative", negative))}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .edit import allow_download_option, check_out_file, network_option, strengths_option
+from .edit import allow_download_option, check_out_file, load_generator_for, network_option, strengths_option
 from .options import IntListParam, command, device_option, user_errors
 
 
@@ -57,8 +57,7 @@ def sefa_cmd(network, layers, top, seeds, strengths, truncation_psi, class_idx, 
     from ..directions.sefa import sefa
     from ..errors import StyleforgeError
     from ..utils.fileio import ensure_outdir
-    from ..utils.runtime import check_outdir, resolve_device
-    from ..zoo import load_generator
+    from ..utils.runtime import check_outdir
     from .progress import cli_callback
 
     if outdir is None and out is None:
@@ -68,7 +67,7 @@ def sefa_cmd(network, layers, top, seeds, strengths, truncation_psi, class_idx, 
         check_outdir(outdir)
     out = Path(out) if out is not None else Path(outdir) / "sefa.npz"
     check_out_file(out)
-    G, net_path = load_generator(network, resolve_device(device), allow_download)
+    G, net_path = load_generator_for(network, device, allow_download)
     res = sefa(G, layers, top)
     if outdir is not None:
         factor_grids(G, res.directions, seeds, strengths, outdir, truncation_psi, class_idx, noise_mode, batch_size,

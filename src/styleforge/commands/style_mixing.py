@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .edit import allow_download_option, network_option
+from .edit import allow_download_option, load_generator_for, network_option
 from .options import IntListParam, command, device_option, user_errors
 
 
@@ -31,12 +31,11 @@ def style_mixing_cmd(network, row_seeds, col_seeds, styles, truncation_psi, nois
       style_mixing.py --network ffhq.pkl --rows 85,100,75 --cols 55,821,1789 --styles 0-6 --outdir out
     """
     from ..directions.mixing import style_mix, write_style_mixing
-    from ..utils.runtime import check_outdir, resolve_device
-    from ..zoo import load_generator
+    from ..utils.runtime import check_outdir
     from .progress import cli_callback
 
     check_outdir(outdir)
-    G, _ = load_generator(network, resolve_device(device), allow_download)
+    G, _ = load_generator_for(network, device, allow_download)
     rows, cols = list(row_seeds), list(col_seeds)
     images = style_mix(G, rows, cols, styles, truncation_psi, noise_mode, class_idx, callback=cli_callback())
     res = write_style_mixing(images, rows, cols, outdir)

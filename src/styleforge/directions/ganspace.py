@@ -38,30 +38,33 @@ class PCAResult:
 
 
 class StreamingCovariance:
-    """Mean and covariance of rows added chunk by chunk, in memory that does not depend on the number of rows."""
+    """Mean and covariance of rows added chunk by chunk (numpy or torch, on any device), in float64 and in memory
+    that does not depend on the number of rows."""
 
     def __init__(self, dim: int):
         self.n = 0
-        self.shift: Optional[np.ndarray] = None
-        self.sum = np.zeros(dim)
-        self.scatter = np.zeros((dim, dim))
+        self.shift: Optional[torch.Tensor] = None
+        self.sum: Optional[torch.Tensor] = None
+        self.scatter: Optional[torch.Tensor] = None
 
-    def add(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64)
+    def add(self, x) -> None:
+        x = torch.as_tensor(x).to(torch.float64)
         if self.shift is None:
-            self.shift = x.mean(axis=0)
+            self.shift = x.mean(dim=0)
+            self.sum = torch.zeros_like(self.shift)
+            self.scatter = torch.zeros(len(self.shift), len(self.shift), dtype=torch.float64, device=x.device)
         d = x - self.shift
         self.n += len(x)
-        self.sum += d.sum(axis=0)
+        self.sum += d.sum(dim=0)
         self.scatter += d.T @ d
 
     @property
     def mean(self) -> np.ndarray:
-        return self.shift + self.sum / self.n
+        return (self.shift + self.sum / self.n).cpu().numpy()
 
     def covariance(self) -> np.ndarray:
         m = self.sum / self.n
-        return (self.scatter - self.n * np.outer(m, m)) / (self.n - 1)
+        return ((self.scatter - self.n * torch.outer(m, m)) / (self.n - 1)).cpu().numpy()
 
 
 def pca(cov: StreamingCovariance, num_components: int, seed: int = 0) -> PCAResult:
@@ -75,7 +78,7 @@ def pca(cov: StreamingCovariance, num_components: int, seed: int = 0) -> PCAResu
 
 
 def pca_w(G: torch.nn.Module, num_samples: int = 100_000, num_components: int = 80, seed: int = 0,
-          truncation_psi: float = 1.0, class_idx: Optional[int] = None, batch_size: int = 4096,
+          truncation_psi: float = 1.0, class_idx: Optional[int] = None, batch_size: int = 2048,
           callback: Optional[Callback] = None) -> PCAResult:
     """PCA of W over ``num_samples`` samples of ``G``'s mapping (see the module doc)."""
     check_w_space(G)
@@ -95,7 +98,7 @@ def pca_w(G: torch.nn.Module, num_samples: int = 100_000, num_components: int = 
             z = torch.randn([n, G.z_dim], generator=gen).to(dev)
             w = G.mapping(z, None if c is None else c.expand(n, -1),
                           truncation_psi=truncation_psi)[:, 0]
-            cov.add(w.cpu().numpy())
+            cov.add(w)
             advance(n)
     return pca(cov, num_components, seed)
 

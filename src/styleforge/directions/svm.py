@@ -52,15 +52,25 @@ def require_sklearn():
 
 def load_latent_folder(folder: PathLike, num_ws: int, w_dim: int, param: Optional[str] = None
                        ) -> Tuple[np.ndarray, List[Path]]:
-    """Every latent of every ``.npz`` under ``folder`` (recursively, sorted; each with ``w`` [N, num_ws, w_dim],
-    e.g. the projector's ``projected_w.npz``): [M, num_ws, w_dim] and the files."""
+    """Every latent of every ``.npz`` with a ``w`` under ``folder`` (recursively, sorted; ``w`` [N, num_ws, w_dim],
+    e.g. the projector's ``projected_w.npz``; other .npz files, such as ``projected_noise.npz``, are passed over):
+    [M, num_ws, w_dim] and the files."""
     folder = Path(folder)
     if not folder.is_dir():
         raise StyleforgeError(f"{folder}: no such folder", param=param)
-    files = sorted(p for p in folder.rglob("*.npz") if p.is_file())
+    files = sorted(p for p in folder.rglob("*.npz") if p.is_file() and _has_w(p))
     if not files:
         raise StyleforgeError(f"{folder}: holds no latent files (.npz with 'w', e.g. projected_w.npz)", param=param)
     return np.concatenate([load_ws(p, num_ws, w_dim) for p in files]), files
+
+
+def _has_w(path: Path) -> bool:
+    """Whether an .npz holds an array ``w`` (unreadable files count as yes, so that reading them says why)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return "w" in data.files
+    except Exception:
+        return True
 
 
 def split_by_score(ws: np.ndarray, scores: np.ndarray, chosen: Union[int, float, None] = None
