@@ -123,6 +123,10 @@ def test_edit_bad_input(tmp_path, net, direction):
                                          "--outdir", out]), "--direction", "no such direction file")
     assert_one_line_error(run(edit_cmd, ["--network", net, "--seeds", "0", "--direction", direction, "--strengths",
                                          "1,x", "--outdir", out]), "--strengths", exit_code=2)
+    assert_one_line_error(run(edit_cmd, ["--network", net, "--seeds", "0", "--direction", direction, "--strengths",
+                                         "1,inf", "--outdir", out]), "--strengths", "finite", exit_code=2)
+    assert_one_line_error(run(edit_cmd, ["--network", net, "--seeds", "0", "--direction", direction, "--strengths",
+                                         "1,0,1.0", "--outdir", out]), "--strengths", "repeated")
     assert not out.exists()
 
 
@@ -152,7 +156,8 @@ def test_learn_direction_from_scores_and_scoring_functions(tmp_path, net, monkey
     assert abs(load_direction(out).vector[0]) > 0.9  # the scores were coordinate 0
     (tmp_path / "scorers.py").write_text(
         "def brightness(images):\n    return images.reshape(len(images), -1).mean(axis=1)\n"
-        "def broken(images):\n    return 1 / 0\n")
+        "def broken(images):\n    return 1 / 0\n"
+        "def short(images):\n    return [1.0]\n")
     ok(run(learn_direction_cmd, ["--network", net, "--samples", 80, "--score-fn", f"{tmp_path / 'scorers.py'}:brightness",
                                  "--out", tmp_path / "b.npz"]))
     assert load_direction(tmp_path / "b.npz").meta["val_accuracy"] >= 0.8
@@ -165,6 +170,8 @@ def test_learn_direction_from_scores_and_scoring_functions(tmp_path, net, monkey
                                   "--out", tmp_path / "d.npz"])
     assert_one_line_error(r, "--score-fn", "scorers:broken raised ZeroDivisionError")
     assert not (tmp_path / "d.npz").exists()
+    assert_one_line_error(run(learn_direction_cmd, ["--network", net, "--samples", 40, "--score-fn", "scorers:short",
+                                                     "--out", tmp_path / "d.npz"]), "returned 1 score(s) for 8 images")
     assert_one_line_error(run(learn_direction_cmd, ["--network", net, "--samples", 40, "--score-fn", "scorers:nope",
                                                      "--out", tmp_path / "d.npz"]), "no function 'nope'")
     assert not (tmp_path / "d.npz").exists()
@@ -270,14 +277,15 @@ def test_style_mixing_official_files(tmp_path, net):
 DOCS = ROOT / "docs"
 
 
-@pytest.mark.parametrize("cmd, args, made, shown", [
-    (sefa_cmd, [], "overview.png", "faces32-sefa-overview.png"),
-    (style_mixing_cmd, ["--rows", "85,100,75", "--cols", "55,821,1789"], "grid.png", "faces32-style-mixing.png"),
+@pytest.mark.parametrize("cmd, args, shown", [
+    (sefa_cmd, [], {"overview.png": "faces32-sefa-overview.png", "factor01.png": "faces32-sefa-factor01.png"}),
+    (style_mixing_cmd, ["--rows", "85,100,75", "--cols", "55,821,1789"], {"grid.png": "faces32-style-mixing.png"}),
 ])
-def test_docs_images_are_the_default_outputs(tmp_path, cmd, args, made, shown):
+def test_docs_images_are_the_default_outputs(tmp_path, cmd, args, shown):
     ok(run(cmd, args + ["--outdir", tmp_path]))
-    a = np.asarray(Image.open(tmp_path / made)).astype(int)
-    b = np.asarray(Image.open(DOCS / shown)).astype(int)
-    assert a.shape == b.shape
-    diff = np.abs(a - b)
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # float rounding differs between CPUs
+    for made, doc in shown.items():
+        a = np.asarray(Image.open(tmp_path / made)).astype(int)
+        b = np.asarray(Image.open(DOCS / doc)).astype(int)
+        assert a.shape == b.shape
+        diff = np.abs(a - b)
+        assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # float rounding differs between CPUs
