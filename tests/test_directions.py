@@ -196,6 +196,8 @@ def test_scores_split_highest_and_lowest():
     assert len(split_by_score(ws, s)[0]) == 20  # 2 %, at least 20 a side (InterFaceGAN's 2 % alone gives 2)
     with pytest.raises(StyleforgeError, match="one score per latent"):
         split_by_score(ws, s[:5])
+    with pytest.raises(StyleforgeError, match="3 scored latents give 1 a side"):
+        split_by_score(ws[:3], s[:3])
 
 
 def test_learned_direction_moves_the_image_monotonically():

@@ -4,8 +4,6 @@ in one line, a non-zero exit and nothing written."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from styleforge.commands.generate import generate_cmd
 from styleforge.commands.learn_direction import learn_direction_cmd
 from styleforge.commands.sefa import sefa_cmd
 from styleforge.commands.style_mixing import style_mixing_cmd
-from styleforge.directions import Direction, load_direction, load_directions, save_directions
+from styleforge.directions import load_direction, load_directions
 from styleforge.networks.checkpoint import save_networks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -158,8 +156,8 @@ def test_learn_direction_from_scores_and_scoring_functions(tmp_path, net, monkey
         "def brightness(images):\n    return images.reshape(len(images), -1).mean(axis=1)\n"
         "def broken(images):\n    return 1 / 0\n"
         "def short(images):\n    return [1.0]\n")
-    ok(run(learn_direction_cmd, ["--network", net, "--samples", 80, "--score-fn", f"{tmp_path / 'scorers.py'}:brightness",
-                                 "--out", tmp_path / "b.npz"]))
+    scorer = f"{tmp_path / 'scorers.py'}:brightness"
+    ok(run(learn_direction_cmd, ["--network", net, "--samples", 80, "--score-fn", scorer, "--out", tmp_path / "b.npz"]))
     assert load_direction(tmp_path / "b.npz").meta["val_accuracy"] >= 0.8
     monkeypatch.syspath_prepend(str(tmp_path))
     ok(run(learn_direction_cmd, ["--network", net, "--latents", tmp_path / "ws.npz", "--score-fn", "scorers:brightness",
@@ -263,7 +261,8 @@ def test_style_mixing_official_files(tmp_path, net):
     ok(run(style_mixing_cmd, ["--network", net, "--rows", "85,100", "--cols", "55,821,1789", "--styles", "0-2",
                               "--outdir", out]))
     names = {p.name for p in out.glob("*.png")}
-    want = {f"{r}-{c}.png" for r in (85, 100) for c in (55, 821, 1789)} | {f"{s}-{s}.png" for s in (85, 100, 55, 821, 1789)}
+    want = {f"{r}-{c}.png" for r in (85, 100) for c in (55, 821, 1789)}
+    want |= {f"{s}-{s}.png" for s in (85, 100, 55, 821, 1789)}
     assert names == want | {"grid.png"}
     assert Image.open(out / "grid.png").size == (4 * 16, 3 * 16)
     assert_one_line_error(run(style_mixing_cmd, ["--network", net, "--rows", "1", "--cols", "2", "--outdir",

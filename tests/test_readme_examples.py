@@ -221,7 +221,7 @@ ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
      lambda a: [{"8": "2"}.get(t, t) if i and a[i - 1] in ("--nproc_per_node", "--gpus") else t
                 for i, t in enumerate(a)],
      "2 CPU processes instead of 8 GPUs"),
-    ("--positive smiling_photos/", lambda a: a + ["--num-steps", "3"], "each photo is projected, 1000 steps by default"),
+    ("--positive smiling_photos/", lambda a: a + ["--num-steps", "3"], "photos are projected: 1000 steps by default"),
     ("--samples 5000 --score-fn", lambda a: [{"5000": "200"}.get(t, t) for t in a],
      "5,000 256 px images to render and score; 200 show the same path"),
     ("--components 80", lambda a: [{"80": "16"}.get(t, t) for t in a], "the stand-in network's W has 32 dimensions"),

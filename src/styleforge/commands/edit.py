@@ -97,7 +97,7 @@ def edit_cmd(network, w_files, seeds, truncation_psi, class_idx, direction, cond
 
     \b
     Examples:
-      edit.py --network ffhq.pkl --w out/carol/projected_w.npz --direction age.npy --strengths -3,0,3 --layers 0-7 --outdir out/age
+      edit.py --network ffhq.pkl --w carol/projected_w.npz --direction age.npy --layers 0-7 --outdir age
       edit.py --network ffhq.pkl --seeds 0-3 --trunc 0.7 --direction sefa.npz:0 --outdir out/sefa0
       edit.py --w carol.npz --direction age.npz --condition gender.npz --outdir out/age-not-gender
     """

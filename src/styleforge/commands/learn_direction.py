@@ -55,7 +55,8 @@ def _project_photos(folder, side, workdir, network, space, num_steps, loss, alig
 @network_option
 @click.option("--positive", type=click.Path(), default=None, metavar="DIR",
               help="Folder of latents (.npz, e.g. projected_w.npz) or photos WITH the attribute.")
-@click.option("--negative", type=click.Path(), default=None, metavar="DIR", help="Folder of latents or photos WITHOUT it.")
+@click.option("--negative", type=click.Path(), default=None, metavar="DIR",
+              help="Folder of latents or photos WITHOUT it.")
 @click.option("--latents", "latents", type=click.Path(dir_okay=False), default=None, metavar="FILE.npz",
               help="Or: latents ('w' [N, num_ws, w_dim]) to split by --scores or --score-fn.")
 @click.option("--scores", type=click.Path(dir_okay=False), default=None, metavar="FILE",
@@ -79,7 +80,8 @@ def _project_photos(folder, side, workdir, network, space, num_steps, loss, alig
 @click.option("--workdir", type=click.Path(file_okay=False), default=None,
               help="Photos: where aligned photos and projections go (default: <out>_work next to --out).")
 @click.option("--no-align", "no_align", is_flag=True, help="Photos are aligned already: project them as they are.")
-@click.option("--num-steps", type=click.IntRange(min=1), default=1000, show_default=True, help="Photos: projection steps.")
+@click.option("--num-steps", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Photos: projection steps.")
 @click.option("--loss", type=click.Choice(["vgg", "discriminator", "pixel"]), default=None,
               help="Photos: projection loss (default as project.py).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
@@ -141,7 +143,7 @@ def learn_direction_cmd(network, positive, negative, latents, scores, samples, s
                 wd = workdir or str(out_path.with_name(out_path.stem + "_work"))
                 folder = _project_photos(folder, side, wd, network, space or "w", num_steps, loss, not no_align,
                                          device, allow_download, G.img_resolution)
-            sets[side], files = load_latent_folder(folder, G.num_ws, G.w_dim, param=side)
+            sets[side], _ = load_latent_folder(folder, G.num_ws, G.w_dim, param=side)
         pos, neg = sets["positive"], sets["negative"]
         info["source"] = {"positive": str(positive), "negative": str(negative)}
     else:

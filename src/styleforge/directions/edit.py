@@ -77,6 +77,8 @@ def edit_latents(G: torch.nn.Module, ws, direction: Direction, strengths: Sequen
         raise StyleforgeError("use gif, mp4 or none", param="video", label="video format", value=repr(video))
     strengths = check_strengths(strengths)
     check_latents(ws, G)
+    if len(ws) == 0:
+        raise StyleforgeError("no latents to edit (the latent file is empty)")
     chosen = parse_layers(layers if layers is not None else direction.layers, G.num_ws)
     direction.for_network(G.num_ws, G.w_dim)  # a direction of another network fails before any work
     if video == "mp4" and ffmpeg_available() is not None:

@@ -24,6 +24,7 @@ from ..errors import StyleforgeError
 from ..latents import check_truncation, class_label
 from ..utils.progress import Callback, reporter
 from .direction import Direction, layers_text, parse_layers
+from .linalg import eigh_descending
 from .render import check_w_space, device_of
 
 
@@ -68,10 +69,8 @@ class StreamingCovariance:
 
 
 def pca(cov: StreamingCovariance, num_components: int, seed: int = 0) -> PCAResult:
-    vals, vecs = np.linalg.eigh(cov.covariance())
-    order = np.argsort(-vals, kind="stable")[:num_components]
-    vals, comps = np.clip(vals[order], 0, None), vecs[:, order].T
-    comps = comps * np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])[:, None]
+    vals, comps = eigh_descending(cov.covariance())
+    vals, comps = np.clip(vals[:num_components], 0, None), comps[:num_components]
     total = float(np.trace(cov.covariance()))
     return PCAResult(cov.mean.astype(np.float32), comps.astype(np.float32), np.sqrt(vals).astype(np.float32),
                      (vals / total if total > 0 else vals).astype(np.float32), cov.n, seed)

@@ -23,6 +23,7 @@ import torch
 
 from ..errors import StyleforgeError
 from .direction import Direction, layers_text, parse_layers
+from .linalg import eigh_descending
 from .render import check_w_space
 
 PRESETS = ("all", "0-1", "2-5", "6-13")
@@ -58,11 +59,7 @@ def factorize(weights: Sequence[torch.Tensor]) -> Tuple[np.ndarray, np.ndarray]:
     affine weights (each [channels, w_dim])."""
     A = torch.cat([w.detach().to("cpu", torch.float64) for w in weights])
     A = A / A.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    vals, vecs = np.linalg.eigh((A.T @ A).numpy())  # ascending, orthonormal columns
-    order = np.argsort(-vals, kind="stable")
-    vals, vecs = vals[order], vecs[:, order].T
-    signs = np.sign(vecs[np.arange(len(vecs)), np.abs(vecs).argmax(axis=1)])
-    return vals, vecs * signs[:, None]
+    return eigh_descending((A.T @ A).numpy())
 
 
 def sefa(G: torch.nn.Module, layers: Union[None, str, Sequence[int]] = "all", top: int = 5) -> SeFaResult:

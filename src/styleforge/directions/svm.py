@@ -22,7 +22,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -94,6 +94,9 @@ def split_by_score(ws: np.ndarray, scores: np.ndarray, chosen: Union[int, float,
         raise StyleforgeError("use a count (e.g. 20) or a ratio in (0, 0.5] (e.g. 0.02)", param="chosen",
                               value=chosen)
     k = min(k, n // 2)
+    if k < 2:
+        raise StyleforgeError(f"{n} scored latents give {k} a side; need at least 2 a side (score more latents, "
+                              "e.g. 40 or more, or choose more of them)")
     order = np.argsort(-scores, kind="stable")
     return ws[order[:k]], ws[order[n - k:]]
 
