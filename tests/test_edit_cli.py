@@ -288,3 +288,14 @@ def test_docs_images_are_the_default_outputs(tmp_path, cmd, args, shown):
         assert a.shape == b.shape
         diff = np.abs(a - b)
         assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # float rounding differs between CPUs
+
+
+def test_learn_direction_without_scikit_learn(tmp_path, net, planted_folders, monkeypatch):
+    import sys
+
+    pos, neg, _ = planted_folders
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # import sklearn.svm now raises ImportError
+    monkeypatch.setitem(sys.modules, "sklearn.svm", None)
+    r = run(learn_direction_cmd, ["--network", net, "--positive", pos, "--negative", neg, "--out", tmp_path / "x.npz"])
+    assert_one_line_error(r, "scikit-learn", "pip install 'styleforge[edit]'")
+    assert not (tmp_path / "x.npz").exists()
