@@ -124,6 +124,65 @@ def _data_zip(p: Path) -> None:
     convert_dataset("photos", p, resolution=256, transform="center-crop")
 
 
+def _stand_in_w_dim() -> int:
+    from styleforge.networks import load_network
+
+    _make("ffhq.pkl")
+    return load_network("ffhq.pkl").w_dim
+
+
+def _age_npy(p: Path) -> None:  # like the shared age/gender/smile files: [18, w_dim], identical rows
+    v = np.random.RandomState(1).randn(_stand_in_w_dim())
+    np.save(p, np.repeat(v[None], 18, axis=0))
+
+
+def _gender_npy(p: Path) -> None:  # an InterFaceGAN-style boundary: [1, w_dim]
+    np.save(p, np.random.RandomState(2).randn(1, _stand_in_w_dim()).astype(np.float32))
+
+
+def _projected_folder(p: Path) -> None:  # 20 projector outputs (<name>/projected_w.npz), one side of a planted split
+    import torch
+
+    from styleforge.networks import load_network
+
+    _make("ffhq.pkl")
+    G = load_network("ffhq.pkl")
+    rs = np.random.RandomState(len(p.name))
+    n = np.random.RandomState(0).randn(G.w_dim)
+    sign = -1 if p.name.startswith("no_") else 1
+    for i in range(20):
+        with torch.no_grad():
+            w = G.mapping(torch.from_numpy(rs.randn(1, G.z_dim)), None).numpy()
+        (p / f"photo{i:02d}").mkdir(parents=True, exist_ok=True)
+        np.savez(p / f"photo{i:02d}" / "projected_w.npz", w=w + sign * n)
+
+
+def _face_photos(p: Path) -> None:  # two photos with one face each, per side
+    p.mkdir(parents=True, exist_ok=True)
+    shift = 0 if p.name.startswith("smiling") else 40
+    for i, mirror in enumerate((False, True)):
+        _astronaut(mirror).crop((shift, 0, 400 + shift, 400)).save(p / f"photo{i}.png")
+
+
+def _scoring_module(_: Path) -> None:  # `--score-fn my_scores.py:smile`: a user's scoring function
+    Path("my_scores.py").write_text(
+        "def smile(images):\n"
+        "    \"\"\"Stand-in attribute: brightness of the lower half of each image.\"\"\"\n"
+        "    return images[:, images.shape[1] // 2:].reshape(len(images), -1).mean(axis=1)\n")
+
+
+def _sefa_factors(_: Path) -> None:  # what `sefa.py ... --outdir out/sefa` writes, unless an earlier example did
+    if Path("out/sefa/sefa.npz").is_file():
+        return
+    from styleforge.directions import save_directions
+    from styleforge.directions.sefa import sefa
+    from styleforge.networks import load_network
+
+    _make("ffhq.pkl")
+    Path("out/sefa").mkdir(parents=True, exist_ok=True)
+    save_directions("out/sefa/sefa.npz", sefa(load_network("ffhq.pkl"), "2-5", 5).directions)
+
+
 STAND_INS: Dict[str, Callable[[Path], None]] = {
     "ffhq.pkl": _ffhq,
     "cifar10.pkl": lambda p: _tiny_official(p, 32, c_dim=10),
@@ -137,6 +196,14 @@ STAND_INS: Dict[str, Callable[[Path], None]] = {
     "aligned_images/": _aligned_images,
     "aligned_images/carol.png": _aligned_images,
     "data.zip": _data_zip,
+    "age.npy": _age_npy,
+    "gender.npy": _gender_npy,
+    "sunglasses/": _projected_folder,
+    "no_sunglasses/": _projected_folder,
+    "smiling_photos/": _face_photos,
+    "neutral_photos/": _face_photos,
+    "my_scores.py:smile": _scoring_module,
+    "out/sefa/sefa.npz:0": _sefa_factors,
 }
 
 
@@ -154,6 +221,10 @@ ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
      lambda a: [{"8": "2"}.get(t, t) if i and a[i - 1] in ("--nproc_per_node", "--gpus") else t
                 for i, t in enumerate(a)],
      "2 CPU processes instead of 8 GPUs"),
+    ("--positive smiling_photos/", lambda a: a + ["--num-steps", "3"], "photos are projected: 1000 steps by default"),
+    ("--samples 5000 --score-fn", lambda a: [{"5000": "200"}.get(t, t) for t in a],
+     "5,000 256 px images to render and score; 200 show the same path"),
+    ("--components 80", lambda a: [{"80": "16"}.get(t, t) for t in a], "the stand-in network's W has 32 dimensions"),
 ]
 
 # Examples that fail for a known reason being fixed elsewhere: (text in the README line -> reason). Strict: an entry
@@ -240,7 +311,8 @@ def python_snippets() -> List[Tuple[int, str]]:
 # Running one example
 
 _INPUT_PARAMS = {"network", "src", "source", "sources", "data", "target", "projected_w", "w_file", "from_w", "to_w",
-                 "resume"}
+                 "resume", "w_files", "direction", "conditions", "positive", "negative", "latents", "scores",
+                 "score_fn"}
 
 
 def main_commands() -> Dict[str, click.Command]:

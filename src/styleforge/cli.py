@@ -11,9 +11,14 @@ import click
 from .commands.align import align_cmd
 from .commands.convert import convert_cmd, info_cmd
 from .commands.dataset import dataset_tool_cmd
+from .commands.edit import edit_cmd
+from .commands.ganspace import ganspace_cmd
 from .commands.generate import generate_cmd
 from .commands.interpolate import interpolate_cmd
+from .commands.learn_direction import learn_direction_cmd
 from .commands.project import project_cmd
+from .commands.sefa import sefa_cmd
+from .commands.style_mixing import style_mixing_cmd
 from .commands.train import train_cmd
 
 
@@ -31,6 +36,11 @@ main.add_command(align_cmd, "align")
 main.add_command(train_cmd, "train")
 main.add_command(project_cmd, "project")
 main.add_command(interpolate_cmd, "interpolate")
+main.add_command(edit_cmd, "edit")
+main.add_command(learn_direction_cmd, "learn-direction")
+main.add_command(sefa_cmd, "sefa")
+main.add_command(ganspace_cmd, "ganspace")
+main.add_command(style_mixing_cmd, "style-mixing")
 
 if __name__ == "__main__":
     main()
