@@ -58,7 +58,7 @@ def message_text(message, ctx: Optional[click.Context] = None) -> str:
     """A StyleforgeError, StyleforgeWarning or plain message as one line, naming settings by this command's
     flags."""
     text = message.render(flags_for(message, ctx)) if hasattr(message, "render") else str(message)
-    return " ".join(text.split())
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())  # inner spacing kept (log columns)
 
 
 def error_line(e: StyleforgeError, ctx: Optional[click.Context] = None) -> str:

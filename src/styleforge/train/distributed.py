@@ -56,7 +56,7 @@ def launched_by_torchrun() -> bool:
 
 def setup_distributed(gpus: Optional[int], device: str) -> DistInfo:
     """Processes and device: torchrun's environment when present, else one process (CUDA: spawn is the caller's)."""
-    from ..utils.runtime import resolve_device
+    from ..utils.runtime import resolve_device, set_tf32
 
     if gpus is not None and (gpus < 1 or gpus & (gpus - 1)):
         raise StyleforgeError("must be a power of two (1, 2, 4, ...)", param="gpus", value=gpus)
@@ -93,6 +93,7 @@ def setup_distributed(gpus: Optional[int], device: str) -> DistInfo:
             raise StyleforgeError(f"torchrun local rank {local_rank}: only {torch.cuda.device_count()} CUDA device(s)")
         dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
+        set_tf32(False)  # exact fp32, as resolve_device does for one process (and the official loop)
         backend = "nccl"
     elif name == "cpu":
         dev, backend = torch.device("cpu"), "gloo"
