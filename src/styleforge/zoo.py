@@ -58,7 +58,7 @@ def resolve(spec: Spec = None, allow_download: Optional[bool] = None, callback: 
     from .utils.cache import resolve_file
 
     if spec is None:
-        return default_network_path()
+        return default_network_path(callback)
     return resolve_file(str(spec), allow_download, what="network file", callback=callback)
 
 
