@@ -97,3 +97,73 @@ def test_kid_subsets_are_seeded_and_need_two_images():
     assert a == b and a != c
     with pytest.raises(StyleforgeError, match="at least 2"):
         kernel_inception_distance(real[:1], gen)
+
+
+def _is_by_hand(p, splits):
+    n = p.shape[0]
+    scores = []
+    for i in range(splits):
+        part = p[i * n // splits: (i + 1) * n // splits]
+        py = part.mean(axis=0, keepdims=True)
+        kl = (part * (np.log(part) - np.log(py))).sum(axis=1).mean()
+        scores.append(np.exp(kl))
+    return np.mean(scores), np.std(scores)
+
+
+@pytest.mark.parametrize("as_logits", [True, False])
+def test_inception_score_streamed_equals_hand_value(as_logits):
+    rng = np.random.RandomState(6)
+    logits = rng.standard_normal([103, 7]) * 2
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    acc = InceptionScore(103, num_splits=10)
+    out = logits if as_logits else p
+    for chunk in np.array_split(out, [5, 6, 50, 77]):  # batch bounds that cut across the splits
+        acc.update(torch.from_numpy(chunk))
+    mean, std = acc.result()
+    want_mean, want_std = _is_by_hand(p, 10)
+    assert mean == pytest.approx(want_mean, rel=1e-10)
+    assert std == pytest.approx(want_std, rel=1e-8)
+    with pytest.raises(StyleforgeError, match="at least 10"):
+        InceptionScore(9, 10)
+
+
+def _pr_by_hand(real, gen, k):
+    def radii(a):
+        d = np.sqrt(((a[:, None, :] - a[None, :, :]) ** 2).sum(-1))
+        return np.sort(d, axis=1)[:, k]
+
+    def covered(probes, manifold, r):
+        d = np.sqrt(((probes[:, None, :] - manifold[None, :, :]) ** 2).sum(-1))
+        return (d <= r[None, :]).any(axis=1).mean()
+
+    return covered(gen, real, radii(real)), covered(real, gen, radii(gen))
+
+
+def test_precision_recall_in_small_blocks_matches_brute_force():
+    rng = np.random.RandomState(7)
+    real = rng.standard_normal([40, 5]).astype(np.float16)
+    gen = (rng.standard_normal([33, 5]) * 1.5 + 0.7).astype(np.float16)
+    got = precision_recall(real, gen, nhood_size=3, row_batch_size=7, col_batch_size=5)
+    want = _pr_by_hand(real.astype(np.float64), gen.astype(np.float64), 3)
+    # (distances are rounded to fp16 as the official code does; at this scale no sample sits on a radius)
+    assert got == pytest.approx(want, abs=1 / 33)
+    assert 0 < got[0] < 1 and 0 < got[1] < 1
+
+
+def test_precision_recall_identical_and_disjoint_sets():
+    rng = np.random.RandomState(8)
+    x = rng.standard_normal([30, 6]).astype(np.float16)
+    assert precision_recall(x, x.copy(), row_batch_size=4, col_batch_size=9) == (1.0, 1.0)
+    far = (x + 100).astype(np.float16)
+    assert precision_recall(x, far) == (0.0, 0.0)
+    with pytest.raises(StyleforgeError, match="at least 4"):
+        precision_recall(x[:3], x)
+
+
+def test_filtered_mean_keeps_the_1_to_99_percentiles():
+    d = np.arange(1000, dtype=np.float64)
+    d[0], d[-1] = -1e9, 1e9  # outliers are dropped
+    lo, hi = np.sort(d)[9], np.sort(d)[990]  # 'lower' 1st and 'higher' 99th percentile of 1000 samples
+    want = d[(d >= lo) & (d <= hi)].mean()
+    assert filtered_mean(d) == pytest.approx(want)
+    assert filtered_mean(d) == pytest.approx(np.arange(9, 991).mean())

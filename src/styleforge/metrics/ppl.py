@@ -61,6 +61,7 @@ def ppl_distances(G: torch.nn.Module, z0: torch.Tensor, z1: torch.Tensor, c: tor
     tt = t.reshape(-1, 1)
     if space == "w":
         w0, w1 = G.mapping(torch.cat([z0, z1]), torch.cat([c, c])).chunk(2)
+        tt = tt.to(w0.dtype)
         wt0 = w0.lerp(w1, tt.unsqueeze(2))
         wt1 = w0.lerp(w1, tt.unsqueeze(2) + epsilon)
     else:
