@@ -3,8 +3,9 @@
 Images reach the detector as the official code feeds them: uint8 NCHW at the native resolution, grayscale repeated
 to 3 channels; fakes are quantised ``(img * 127.5 + 128).clamp(0, 255)`` to uint8 first. ``resize="legacy"`` leaves
 the resize to the detector (the Inception file resizes to 299 inside: the official numbers); ``resize="clean"``
-is clean-fid's path: every channel resized to 299 x 299 by PIL bicubic in float mode ``F`` (clipped to [0, 255],
-not quantised) before the detector, whose own resize is then the identity.
+is clean-fid's path: every channel resized to the detector's input size (Inception 299, VGG16 224) by PIL bicubic
+in float mode ``F`` (clipped to [0, 255], not quantised) before the detector, whose own resize is then the
+identity.
 
 Features go to a sink as they come: :class:`~styleforge.metrics.formulas.MeanCov` (FID), :class:`FeatureFile`
 (KID, PR: rows written into a disk-backed ``.npy`` memmap), or any object with ``update(batch)``. Real-set results
@@ -24,6 +25,7 @@ from typing import Callable, Dict, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.utils.data
 
 from ..errors import StyleforgeError
 from ..perceptual.detectors import detector_identity
@@ -34,6 +36,7 @@ __all__ = ["sample_images", "quantize", "clean_resize", "detector_input", "Featu
            "dataset_fingerprint", "real_batches", "fake_batches", "run_detector", "CLEAN_SIZE"]
 
 CLEAN_SIZE = 299  # Inception's input size: clean-fid resizes to it outside the network
+CLEAN_SIZES = {"inception": 299, "vgg16": 224}  # each detector's own input size (the files resize to it inside)
 RESIZE_MODES = ("legacy", "clean")
 CACHE_VERSION = 1
 
@@ -63,27 +66,34 @@ def clean_resize(images: torch.Tensor, size: int = CLEAN_SIZE) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def detector_input(images: torch.Tensor, resize: str) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> what the detector gets: 3 channels; clean-resized to 299 in ``clean`` mode."""
+def detector_input(images: torch.Tensor, resize: str, size: int = CLEAN_SIZE) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> what the detector gets: 3 channels; clean-resized to ``size`` (the detector's input
+    size: 299 for Inception, 224 for VGG16) in ``clean`` mode."""
     if images.shape[1] == 1:
         images = images.repeat([1, 3, 1, 1])
     if resize == "clean":
-        images = clean_resize(images)
+        images = clean_resize(images, size)
     return images
 
 
 def run_detector(det: torch.nn.Module, images: torch.Tensor, det_kwargs: Dict, resize: str,
-                 device) -> torch.Tensor:
+                 device, size: int = CLEAN_SIZE) -> torch.Tensor:
     with torch.no_grad():
-        return det(detector_input(images, resize).to(device), **det_kwargs)
+        return det(detector_input(images, resize, size).to(device), **det_kwargs)
 
 
 # -- image streams ----------------------------------------------------------------------------------------------
 
 
-def real_batches(dataset, num: int, batch_size: int) -> Iterator[torch.Tensor]:
+def real_batches(dataset, num: int, batch_size: int, num_workers: int = 0) -> Iterator[torch.Tensor]:
     """The first ``num`` items of ``dataset`` (as the official code takes them: in order, no flips added) as
-    uint8 [B, C, H, W] batches."""
+    uint8 [B, C, H, W] batches; decoded by ``num_workers`` DataLoader processes when > 0."""
+    if num_workers > 0:
+        subset = torch.utils.data.Subset(dataset, range(num))
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=num_workers)
+        for images, _labels in loader:
+            yield images
+        return
     for start in range(0, num, batch_size):
         imgs = [dataset[i][0] for i in range(start, min(start + batch_size, num))]
         yield torch.from_numpy(np.stack(imgs))
