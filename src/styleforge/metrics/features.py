@@ -27,7 +27,6 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from ..errors import StyleforgeError
 from ..perceptual.detectors import detector_identity
 from ..utils.fileio import atomic_path
 from ..utils.progress import Reporter
