@@ -283,7 +283,7 @@ def _reals(spec, ds, det, call, n, opts, cache, stack, tmpdir, rep):
         with rep.stage(stage, total=n, unit="img") as advance:
             _stream(F.real_batches(ds, n, opts.batch_size, opts.num_workers), det, call, opts, sink, advance,
                     _DETECTOR_OF[spec.kind])
-        sink.close()
+        sink.array()  # (closes the file; checks every row was written)
     return np.load(path if path is not None else tmpdir / "real.npy", mmap_mode="r")
 
 
