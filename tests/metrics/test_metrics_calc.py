@@ -269,3 +269,16 @@ def test_standin_detector_loads_through_the_cache_name(setup, monkeypatch, tmp_p
     assert det(x, return_features=True).shape == (2, 64)
     assert det(x, no_output_bias=True).shape == (2, 16)
     assert det.digest == load_detector("inception", setup["det_file"]).digest
+
+
+def test_a_generator_in_training_mode_is_sampled_in_eval_mode_and_given_back(setup):
+    G = setup["G"]
+    w_avg = G.mapping.w_avg.clone()
+    G.train()
+    try:
+        a = calc_metric("fid1k", G, setup["data"], options=_opts(setup, num_gen=20), detectors=setup["dets"])
+        assert G.training and torch.equal(G.mapping.w_avg, w_avg)
+    finally:
+        G.eval()
+    b = calc_metric("fid1k", G, setup["data"], options=_opts(setup, num_gen=20), detectors=setup["dets"])
+    assert a.results == b.results

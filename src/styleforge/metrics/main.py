@@ -192,7 +192,8 @@ def calc_metric(name: str, G: torch.nn.Module, data, *, options: MetricOptions =
     ``detectors``: ``{"inception": module, "vgg16": module}`` to use instead of loading the files (a caller that
     evaluates many generators passes one dict: detectors loaded here are added to it). Progress and cache hits go to
     ``callback``. ``snapshot``: the network file named in the record. ``distance``: PPL's distance
-    ``(img0, img1) -> [N]`` instead of the VGG16 LPIPS one (tests).
+    ``(img0, img1) -> [N]`` instead of the VGG16 LPIPS one (tests). ``G`` runs in eval mode and is returned in
+    the mode it came in, with its noise buffers unchanged.
     """
     spec = metric_spec(name)
     opts = options.validate()
@@ -202,6 +203,9 @@ def calc_metric(name: str, G: torch.nn.Module, data, *, options: MetricOptions =
     num_gen = int(opts.num_gen) if opts.num_gen is not None else spec.num_gen
     kind = _DETECTOR_OF[spec.kind]
     with contextlib.ExitStack() as stack:
+        if G.training:  # sample as in eval mode (no w_avg tracking), and give G back as it came
+            stack.callback(G.train, True)
+            G.eval()
         ds = _open_data(data, G, spec, stack)
         det = None
         if spec.kind != "ppl" or distance is None:
