@@ -282,3 +282,19 @@ def test_a_generator_in_training_mode_is_sampled_in_eval_mode_and_given_back(set
         G.eval()
     b = calc_metric("fid1k", G, setup["data"], options=_opts(setup, num_gen=20), detectors=setup["dets"])
     assert a.results == b.results
+
+
+def test_standin_call_signature_and_identity(tmp_path):
+    from styleforge.perceptual import DetectorStandIn, detector_identity
+
+    det = load_detector("vgg16", save_detector_standin(tmp_path / "a.pt", features=32, logits=10, seed=3))
+    x = torch.randint(0, 256, (3, 3, 20, 20), dtype=torch.uint8)
+    p = det(x)
+    assert p.shape == (3, 10) and torch.allclose(p.sum(dim=1), torch.ones(3))
+    assert not torch.allclose(det(x, no_output_bias=True), p)
+    assert det(x, return_features=True).shape == (3, 32)
+    lp = det(x.float(), resize_images=False, return_lpips=True)
+    norms = lp.square().sum(dim=1)  # 4 taps of unit vectors / sqrt(H*W): 4, less where ReLU zeroed a position
+    assert lp.shape[0] == 3 and (norms <= 4 + 1e-4).all() and (norms > 3.5).all()
+    assert detector_identity(DetectorStandIn(seed=1)) == detector_identity(DetectorStandIn(seed=1))
+    assert detector_identity(DetectorStandIn(seed=1)) != detector_identity(DetectorStandIn(seed=2))
