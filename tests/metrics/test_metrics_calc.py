@@ -298,3 +298,39 @@ def test_standin_call_signature_and_identity(tmp_path):
     assert lp.shape[0] == 3 and (norms <= 4 + 1e-4).all() and (norms > 3.5).all()
     assert detector_identity(DetectorStandIn(seed=1)) == detector_identity(DetectorStandIn(seed=1))
     assert detector_identity(DetectorStandIn(seed=1)) != detector_identity(DetectorStandIn(seed=2))
+
+
+def test_conditional_network_draws_real_labels(setup, tmp_path):
+    from conftest import tiny_generator as tg
+
+    data = png_folder(tmp_path / "cond", n=12, res=16)
+    names = sorted(p.name for p in data.iterdir())
+    (data / "dataset.json").write_text(json.dumps({"labels": [[n, i % 3] for i, n in enumerate(names)]}))
+    G = tg(res=16, c_dim=3)
+    seen = []
+    orig = G.mapping.forward
+
+    def spy(z, c, *a, **k):
+        seen.append(c.clone())
+        return orig(z, c, *a, **k)
+
+    G.mapping.forward = spy
+    r = calc_metric("fid1k", G, data, options=_opts(setup, num_gen=24, use_cache=False), detectors=setup["dets"])
+    assert math.isfinite(r.results["fid1k"])
+    c = torch.cat(seen)
+    assert c.shape == (24, 3) and torch.equal(c.sum(dim=1), torch.ones(24))  # one-hot real labels
+    assert len(set(c.argmax(dim=1).tolist())) > 1
+    plain = png_folder(tmp_path / "plain", n=12, res=16)
+    with pytest.raises(StyleforgeError, match="conditional"):
+        calc_metric("fid1k", G, plain, options=_opts(setup, num_gen=24, use_cache=False), detectors=setup["dets"])
+
+
+def test_cache_key_follows_the_detector(setup, tmp_path):
+    other = load_detector("inception", save_detector_standin(tmp_path / "other.pt", seed=7))
+    opts = _opts(setup, cache_dir=tmp_path / "cache", num_gen=20)
+    events = []
+    calc_metric("fid1k", setup["G"], setup["data"], options=opts, detectors=setup["dets"], callback=events.append)
+    calc_metric("fid1k", setup["G"], setup["data"], options=opts, detectors={"inception": other},
+                callback=events.append)
+    assert not [e for e in events if e.kind == "note"]
+    assert len(list((tmp_path / "cache").iterdir())) == 2
