@@ -23,10 +23,9 @@ call: :func:`load_detector`, :func:`styleforge.perceptual.save_detector_standin`
 clean-fid's PIL-bicubic resize; the mode is recorded with each result.
 
 **Memory and time**: FID statistics are float64 running sums; KID and PR features go to .npy files read back
-memory-mapped;
-PR distances in bounded blocks; IS streams per split; so memory does not grow with N. Real-set statistics are
-cached (keyed by the dataset's content, detector, resize mode, count), written atomically. Everything random
-is drawn from ``options.seed``: a rerun gives the same number.
+memory-mapped; PR distances are computed in bounded blocks; IS streams per split; so memory does not grow with
+N. Real-set statistics are cached (keyed by the dataset's content, detector, resize mode, count), written
+atomically. Everything random is drawn from ``options.seed``: a rerun gives the same number.
 """
 
 from ..perceptual.detectors import load_detector
