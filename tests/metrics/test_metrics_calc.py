@@ -334,3 +334,22 @@ def test_cache_key_follows_the_detector(setup, tmp_path):
                 callback=events.append)
     assert not [e for e in events if e.kind == "note"]
     assert len(list((tmp_path / "cache").iterdir())) == 2
+
+
+def test_too_few_images_are_refused_before_any_work(setup, tmp_path):
+    three = png_folder(tmp_path / "three", n=3, res=16)
+
+    class Counting(torch.nn.Module):
+        calls = 0
+
+        def forward(self, *a, **k):
+            Counting.calls += 1
+            return setup["dets"]["inception"](*a, **k)
+
+    with pytest.raises(StyleforgeError, match="at least 4 real images") as e:
+        calc_metric("pr1k3", setup["G"], three, options=_opts(setup, use_cache=False), detectors={"vgg16": Counting()})
+    assert e.value.param == "data" and Counting.calls == 0
+    with pytest.raises(StyleforgeError, match="at least 2 generated") as e:
+        calc_metric("kid1k", setup["G"], three, options=_opts(setup, num_gen=1, use_cache=False),
+                    detectors={"inception": Counting()})
+    assert Counting.calls == 0

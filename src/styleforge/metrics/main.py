@@ -155,18 +155,18 @@ def _open_data(data, G, spec: MetricSpec, stack: contextlib.ExitStack):
     res, ch = int(getattr(G, "img_resolution")), int(getattr(G, "img_channels"))
     if ds.resolution != res:
         raise StyleforgeError(
-            f"{ds.path}: images are {ds.resolution}x{ds.resolution} but the network makes {res}x{res}; "
+            f"{{name}} {ds.path}: images are {ds.resolution}x{ds.resolution} but the network makes {res}x{res}; "
             f"use a dataset of the network's resolution", param="data", label="dataset")
     if ds.num_channels != ch:
         def kind(n):
             return {1: "grayscale", 3: "RGB"}.get(n, f"{n}-channel")
         raise StyleforgeError(
-            f"{ds.path}: images are {kind(ds.num_channels)} but the network makes {kind(ch)} images; "
+            f"{{name}} {ds.path}: images are {kind(ds.num_channels)} but the network makes {kind(ch)} images; "
             f"use a dataset of the network's channel count", param="data", label="dataset")
     if c_dim > 0 and (not ds.has_labels or ds.label_dim != c_dim):
         have = f"{ds.label_dim} label values" if ds.has_labels else "no labels"
         raise StyleforgeError(
-            f"{ds.path}: the network is conditional ({c_dim} label values) but the dataset has {have}; "
+            f"{{name}} {ds.path}: the network is conditional ({c_dim} label values) but the dataset has {have}; "
             f"use the dataset it was trained on", param="data", label="dataset")
     return ds
 
@@ -236,7 +236,8 @@ def calc_metric(name: str, G: torch.nn.Module, data, *, options: MetricOptions =
                 cap = spec.max_real if spec.full else num_gen
                 n_real = len(ds) if cap is None else min(len(ds), cap)
                 num_images["real"] = n_real
-                real = _reals(spec, ds, det, call, n_real, opts, cache, stack, tmpdir, rep)
+                _check_counts(spec, ds, n_real, num_gen)
+                real = _reals(spec, ds, det, call, n_real, opts, cache, tmpdir, rep)
             num_images["fake"] = num_gen
             fake = _fakes(spec, G, det, call, num_gen, labels, opts, g_device, tmpdir, rep)
             results = _finish(spec, real, fake, opts)
@@ -258,11 +259,20 @@ def _stream(batches, det, call, opts, sink, advance, kind) -> None:
         advance(images.shape[0])
 
 
-def _reals(spec, ds, det, call, n, opts, cache, stack, tmpdir, rep):
+def _check_counts(spec, ds, n_real, num_gen) -> None:
+    """Refuse, before any work, sets too small for the formula (FID, KID: 2 images; PR: k + 1)."""
+    need = int(spec.params["nhood_size"]) + 1 if spec.kind == "pr" else 2
+    what = {"fid": "FID", "kid": "KID", "pr": "precision/recall"}[spec.kind]
+    if num_gen < need:
+        raise StyleforgeError(f"{what} needs at least {need} generated images (got {num_gen})", param="num_gen",
+                              label="number of generated images")
+    if n_real < need:
+        raise StyleforgeError(f"{{name}} {ds.path}: {what} needs at least {need} real images (the dataset has "
+                              f"{len(ds)}); use a larger dataset", param="data", label="dataset")
+
+
+def _reals(spec, ds, det, call, n, opts, cache, tmpdir, rep):
     what = f"{_DETECTOR_OF[spec.kind]}-{'meancov' if spec.kind == 'fid' else 'features'}"
-    if spec.kind == "fid" and n < 2:
-        raise StyleforgeError(f"{ds.path}: FID needs at least 2 real images (has {len(ds)})", param="data",
-                              label="dataset")
     key = cache.key(ds, det, call, opts.resize, n, what)
     stage = f"real images ({_DETECTOR_OF[spec.kind]})"
     if spec.kind == "fid":
@@ -313,8 +323,6 @@ def _finish(spec, real, fake, opts) -> Dict[str, float]:
     p = spec.params
     if spec.kind == "fid":
         mu_r, sigma_r, _ = real
-        if fake.count < 2:
-            raise StyleforgeError(f"FID needs at least 2 generated images (got {fake.count})", param="num_gen")
         return {spec.name: frechet_distance(fake.mean(), fake.cov(), mu_r, sigma_r)}
     if spec.kind == "kid":
         rng = np.random.RandomState([opts.seed, 1])
