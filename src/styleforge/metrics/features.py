@@ -8,10 +8,10 @@ in float mode ``F`` (clipped to [0, 255], not quantised) before the detector, wh
 identity.
 
 Features go to a sink as they come: :class:`~styleforge.metrics.formulas.MeanCov` (FID), :class:`FeatureFile`
-(KID, PR: rows appended to a ``.npy`` file, read back memory-mapped), or any object with ``update(batch)``. Real-set results
-are cached (:class:`RealCache`): an npz of mean/covariance or an npy of features, keyed by the dataset's content,
-the items used, the detector's identity, its call, the resize mode and the number of images; written atomically,
-so an interrupted computation never leaves a partial entry.
+(KID, PR: rows appended to a ``.npy`` file, read back memory-mapped), or any object with ``update(batch)``.
+Real-set results are cached (:class:`RealCache`): an npz of mean/covariance or an npy of features, keyed by the
+dataset's content, the items used, the detector's identity, its call, the resize mode and the number of images;
+written atomically, so an interrupted computation never leaves a partial entry.
 """
 
 from __future__ import annotations

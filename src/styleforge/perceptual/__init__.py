@@ -18,5 +18,6 @@ from .standins import INCEPTION_SCALE, VGG16_LAYOUT, DetectorStandIn, RandomConv
 __all__ = [
     "FeatureNet", "VGG16LPIPS", "DiscriminatorFeatures", "PixelLoss", "RandomConvFeatures", "VGG16_LAYOUT",
     "area_downsample", "lpips_normalize", "psnr", "ssim",
-    "DETECTOR_KINDS", "Detector", "DetectorStandIn", "INCEPTION_SCALE", "detector_identity", "load_detector", "save_detector_standin",
+    "DETECTOR_KINDS", "Detector", "DetectorStandIn", "INCEPTION_SCALE", "detector_identity", "load_detector",
+    "save_detector_standin",
 ]
