@@ -96,7 +96,8 @@ def metric_spec(name: str) -> MetricSpec:
 
 def check_metrics(names: Sequence[str]) -> List[str]:
     """Normalise metric names (a string is split at commas; whitespace and case; empty entries dropped;
-    duplicates kept once, in order); an unknown name raises a :class:`StyleforgeError` about the ``metrics`` setting listing the valid names."""
+    duplicates kept once, in order); an unknown name raises a :class:`StyleforgeError` about the ``metrics``
+    setting, listing the valid names."""
     if isinstance(names, str):
         names = names.split(",")
     out: List[str] = []
