@@ -86,8 +86,9 @@ def train(
     if s.workers is None:  # more loader processes than spare cores only slows training down
         s = dataclasses.replace(s, workers=max(min(3, (os.cpu_count() or 1) - 1), 0))
     if s.metrics:
-        raise StyleforgeError(f"{{name}} {','.join(s.metrics)}: metrics are not available yet; use {{name}} none",
-                              param="metrics", value=s.metrics)
+        from ..metrics import check_metrics
+
+        s = dataclasses.replace(s, metrics=check_metrics(list(s.metrics)))  # an unknown name lists the valid ones
     # the run's settings, passed on unchanged to _train (here, or in each spawned process)
     run_kw = dict(outdir=outdir, data=data, settings=s, overrides=overrides)
     if not launched_by_torchrun() and (gpus or 1) > 1:
@@ -195,7 +196,7 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, callback: Opti
                     opts.image_snap = s.snap
         opts.workers, opts.device, opts.deterministic = s.workers, s.device, s.deterministic
         opts.fp16 = dist.device.type == "cuda" and not s.fp32
-        opts.metrics = []
+        opts.metrics = list(s.metrics or [])  # like kimg and snap: this command's choice
     else:
         opts = resolve_options(
             data=data_abs, dataset_name=probe.name, resolution=probe.resolution, num_channels=probe.num_channels,
@@ -231,6 +232,10 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, callback: Opti
         where = decision["run_dir"] or str(outdir / f"NNNNN-{opts.desc}")
         return TrainResult(run_dir=None, options=opts, planned_run_dir=where, rank=dist.rank)
 
+    # Metrics after each snapshot (rank 0): the detectors are loaded now, so a missing file stops before any work.
+    if opts.metrics:
+        snapshot_callback = _with_metrics(dist, opts, s, callback, snapshot_callback)
+
     # Run folder (rank 0 creates it; errors reach every process).
     def make() -> Dict[str, Any]:
         run_dir = decision["run_dir"] or str(make_run_dir(outdir, opts.desc))
@@ -264,6 +269,31 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, callback: Opti
     return TrainResult(run_dir=run_dir, options=opts, snapshot=res.get("snapshot"), state=res.get("state"),
                        cur_nimg=res.get("cur_nimg", trainer.cur_nimg), stopped=res.get("stopped", False),
                        done=res.get("done", False), rank=dist.rank)
+
+
+def _with_metrics(dist: DistInfo, opts: TrainingOptions, s: TrainSettings, callback: Optional[Callback],
+                  snapshot_callback: Optional[Callable[[Trainer, Path], None]]):
+    """``snapshot_callback`` preceded, on rank 0, by the metrics hook (:mod:`.snapshot_metrics`)."""
+    from .snapshot_metrics import SnapshotMetrics
+
+    hooks = []
+
+    def load() -> Dict[str, Any]:
+        # seed 0, as calc_metrics uses by default: the logged value is what calc_metrics gives for the snapshot
+        hooks.append(SnapshotMetrics(opts.metrics, opts.data, inception=s.inception, vgg16=s.vgg16,
+                                     device=dist.device, callback=callback))
+        return {"error": None}
+
+    _on_main(dist, load)
+    if not hooks:
+        return snapshot_callback
+
+    def both(trainer: Trainer, snapshot: Path) -> None:
+        hooks[0](trainer, snapshot)
+        if snapshot_callback is not None:
+            snapshot_callback(trainer, snapshot)
+
+    return both
 
 
 def _check_data_matches(opts_res: int, opts_ch: int, c_dim: int, ds, cond: bool, what: str) -> None:
