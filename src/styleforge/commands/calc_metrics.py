@@ -26,19 +26,10 @@ def split_metrics(value: str) -> List[str]:
     return check_metrics([m.strip() for m in str(value).split(",") if m.strip()])
 
 
-def detector_kinds(names: Sequence[str]) -> List[str]:
-    """The detectors the metrics ``names`` need: ``inception`` (FID, KID, IS) and/or ``vgg16`` (PR, PPL)."""
-    kinds = []
-    for n in names:
-        kind = "vgg16" if n.startswith(("pr", "ppl")) else "inception"
-        if kind not in kinds:
-            kinds.append(kind)
-    return kinds
-
-
 def load_detectors(names: Sequence[str], options, callback=None) -> Dict[str, "object"]:
     """Each detector the metrics need, loaded once (a missing or unusable file is one error line, before any work)."""
     from ..metrics import load_detector
+    from ..train.snapshot_metrics import detector_kinds
 
     return {kind: load_detector(kind, getattr(options, kind), allow_download=options.allow_download,
                                 device=options.device, callback=callback)
@@ -132,7 +123,7 @@ def calc_metrics_cmd(network, data, metrics, resize, inception, vgg16, allow_dow
     """
     from .. import zoo
     from ..errors import StyleforgeError
-    from ..metrics import append_jsonl, calc_metric
+    from ..metrics import append_jsonl, calc_metric, metric_spec
     from ..utils.fileio import ensure_outdir
     from ..utils.perf import tune_cpu_allocator
     from ..utils.runtime import check_outdir
@@ -151,16 +142,16 @@ def calc_metrics_cmd(network, data, metrics, resize, inception, vgg16, allow_dow
     run_dir = find_run_dir(bundle.path)
     if data is None:
         data = training_data(bundle.extra, run_dir)
-        if data is None:
+        if data is None and (G.c_dim or any(metric_spec(n).needs_reals for n in names)):
             raise StyleforgeError(f"{bundle.path.name} does not say which data set it was trained on; give the real "
                                   "images with {name} (a dataset zip or folder)", param="data")
-        if not Path(data).exists():
+        if data is not None and not Path(data).exists():
             raise StyleforgeError(f"{data}, the data set {bundle.path.name} was trained on, is not there; give the "
                                   "real images with {name}", param="data")
     target = Path(outdir) if outdir is not None else run_dir
     for name in names:
-        res = calc_metric(name, G, data, options=options, detectors=detectors, callback=callback)
-        res.snapshot = bundle.path.name
+        res = calc_metric(name, G, data, options=options, detectors=detectors, callback=callback,
+                          snapshot=bundle.path.name)
         click.echo(result_line(res))
         if target is not None:
             ensure_outdir(target, param="outdir")

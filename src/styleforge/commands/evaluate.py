@@ -264,12 +264,14 @@ def evaluate_cmd(generators, data, metrics, resize, inception, vgg16, allow_down
     ev = Evaluation(data=str(data), metrics=names, settings={
         "resize": resize, "seed": seed, "truncation_psi": truncation_psi, "batch": batch,
         "inception": inception, "vgg16": vgg16})
+    # the real images' statistics are computed by the first generator's metrics, cached, and read back for the others
+    reals = str(data)
     for (name, spec), path in zip(pairs, files):
         G, _ = zoo.load_generator(path, options.device, allow_download, callback)
         entry: Dict[str, Any] = {"name": name, "network": spec, "file": str(path), "results": {}, "records": []}
         for metric in names:
-            res = calc_metric(metric, G, data, options=options, detectors=detectors, callback=callback)
-            res.snapshot = Path(path).name
+            res = calc_metric(metric, G, reals, options=options, detectors=detectors, callback=callback,
+                              snapshot=Path(path).name)
             entry["results"].update(res.results)
             entry["records"].append(res.as_json())
             click.echo(f"{name}: " + ", ".join(f"{k} {v:.6g}" for k, v in res.results.items()), err=True)

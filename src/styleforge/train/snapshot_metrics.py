@@ -19,9 +19,11 @@ from ..errors import StyleforgeError, StyleforgeWarning
 
 def detector_kinds(names: Sequence[str]) -> List[str]:
     """The detectors the metrics ``names`` need: ``inception`` (FID, KID, IS) and/or ``vgg16`` (PR, PPL)."""
+    from ..metrics import metric_spec
+
     kinds: List[str] = []
     for n in names:
-        kind = "vgg16" if n.startswith(("pr", "ppl")) else "inception"
+        kind = "vgg16" if metric_spec(n).kind in ("pr", "ppl") else "inception"
         if kind not in kinds:
             kinds.append(kind)
     return kinds
@@ -55,11 +57,10 @@ class SnapshotMetrics:
         for name in self.names:
             try:
                 res = calc_metric(name, trainer.G_ema, self.data, options=self.options, detectors=self.detectors,
-                                  callback=trainer.log.report)
+                                  callback=trainer.log.report, snapshot=Path(snapshot).name)
             except StyleforgeError as e:
                 trainer.log(StyleforgeWarning(f"{name} of {Path(snapshot).name} failed: {e}; training goes on"))
                 continue
-            res.snapshot = Path(snapshot).name
             if trainer.run_dir is not None:
                 append_jsonl(res, trainer.run_dir)
             trainer.log(f"{name} of {res.snapshot}: " + "  ".join(f"{k} {v:.6g}" for k, v in res.results.items())
