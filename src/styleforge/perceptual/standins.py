@@ -118,3 +118,86 @@ class _ScriptableConvNet(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------------
 # Image-quality helpers (used for the projector's report; metrics may share them).
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Detector stand-in: the call signature of NVIDIA's inception-2015-12-05.pt and vgg16.pt, tiny and random.
+
+
+class DetectorStandIn(nn.Module):
+    """A tiny deterministic random conv net with the official detectors' call signature (scriptable):
+
+    ``net(images [N, 3, H, W] in [0, 255] (uint8 or float), return_features=False, use_fp16=False,
+    no_output_bias=False, resize_images=True, return_lpips=False)``
+
+    - ``return_features=True``: [N, ``features``] (global-average-pooled last conv, as Inception's pool features);
+    - ``return_lpips=True``: LPIPS-style flat features (unit-normalised taps / sqrt(H*W));
+    - otherwise: softmax class probabilities [N, ``logits``] of a linear layer on the features, without its
+      bias when ``no_output_bias`` (as the Inception file's IS output).
+
+    ``resize_images`` (default on, like the files) first resizes bilinearly to ``size`` x ``size`` (Inception
+    resizes to 299 itself; the stand-in's ``size`` is small so tests stay fast). ``use_fp16`` is accepted and
+    ignored. Weights come from ``seed`` through a private generator.
+    """
+
+    def __init__(self, features: int = 64, logits: int = 16, size: int = 32, seed: int = 0,
+                 widths: Sequence[int] = (8, 16, 32)):
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.size = int(size)
+        convs = []
+        c = 3
+        for w in tuple(widths) + (int(features),):
+            conv = nn.Conv2d(c, int(w), 3, padding=1)
+            with torch.no_grad():
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=gen) * math.sqrt(2.0 / (c * 9)))
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=gen) * 0.1)
+            convs.append(conv)
+            c = int(w)
+        self.convs = nn.ModuleList(convs)
+        self.fc = nn.Linear(int(features), int(logits))
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.randn(self.fc.weight.shape, generator=gen) / math.sqrt(features))
+            self.fc.bias.copy_(torch.randn(self.fc.bias.shape, generator=gen))
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.eval()
+
+    def forward(self, img: torch.Tensor, return_features: bool = False, use_fp16: bool = False,
+                no_output_bias: bool = False, resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
+        x = img.to(torch.float32)
+        if resize_images and (x.shape[2] != self.size or x.shape[3] != self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        h = (x - 128) / 128
+        taps: List[torch.Tensor] = []
+        for i, conv in enumerate(self.convs):
+            if i > 0:
+                h = F.avg_pool2d(h, 2) if h.shape[2] >= 2 else h
+            h = F.relu(conv(h))
+            taps.append(h)
+        if return_lpips:
+            out: List[torch.Tensor] = []
+            for a in taps:
+                a = a / (a.square().sum(dim=1, keepdim=True).sqrt() + 1e-10)
+                out.append(a.flatten(1) * (1.0 / math.sqrt(a.shape[2] * a.shape[3])))
+            return torch.cat(out, dim=1)
+        feats = h.mean(dim=[2, 3])
+        if return_features:
+            return feats
+        logits = F.linear(feats, self.fc.weight)
+        if not no_output_bias:
+            logits = logits + self.fc.bias
+        return torch.softmax(logits, dim=1)
+
+
+def save_detector_standin(path: Union[str, Path], features: int = 64, logits: int = 16, size: int = 32,
+                          seed: int = 0, widths: Sequence[int] = (8, 16, 32)) -> Path:
+    """Write a :class:`DetectorStandIn` as a TorchScript file (what :func:`styleforge.perceptual.detectors.
+    load_detector` reads), so tests and benchmarks run the metrics' full path without NVIDIA's files.
+    ``widths=(64, 128, 256, 512, 1024), features=2048, size=299`` gives an Inception-sized workload."""
+    with warnings.catch_warnings():  # torch >= 2.10 marks TorchScript deprecated; the official files are TorchScript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        net = torch.jit.script(DetectorStandIn(features, logits, size, seed, widths))
+    path = Path(path)
+    net.save(str(path))
+    return path
