@@ -72,7 +72,7 @@ def bench_extract(args, tmp: Path) -> None:
                 det(x, return_features=True)
 
         best, med = timed(run, args.runs)
-        print(f"{what:36s} {macs / 1e9:6.2f} G MACs/img   {args.batch / best:9.1f} img/s best  "
+        print(f"{what:36s} {macs / 1e6:8.1f} M MACs/img   {args.batch / best:9.1f} img/s best  "
               f"{args.batch / med:9.1f} img/s median  (batch {args.batch}, {args.res} px uint8 in, "
               f"{args.threads} threads)", flush=True)
 
