@@ -72,6 +72,7 @@ def bench_extract(args, tmp: Path) -> None:
                 det(x, return_features=True)
 
         best, med = timed(run, args.runs)
+        del det
         print(f"{what:36s} {macs / 1e6:8.1f} M MACs/img   {args.batch / best:9.1f} img/s best  "
               f"{args.batch / med:9.1f} img/s median  (batch {args.batch}, {args.res} px uint8 in, "
               f"{args.threads} threads)", flush=True)
@@ -83,20 +84,22 @@ def _parse_size(s: str) -> int:
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 sys.path.insert(0, {src!r})
 sys.path.insert(0, {tests!r})
 import torch
 torch.set_num_threads({threads})
 from conftest import tiny_generator
 from styleforge.metrics import MetricOptions, calc_metric
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def hwm():  # this process's peak RSS in KiB (VmHWM; ru_maxrss would include the parent's peak before exec)
+    return int(next(ln.split()[1] for ln in open("/proc/self/status") if ln.startswith("VmHWM:")))
+before = hwm()
 G = tiny_generator()
 t0 = time.perf_counter()
 res = calc_metric({name!r}, G, {data!r}, options=MetricOptions(inception={det!r}, batch_size=64,
                                                                 cache_dir={cache!r}))
 print(json.dumps(dict(name={name!r}, seconds=time.perf_counter() - t0, results=res.results,
-                      rss_before_kib=before, peak_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))
+                      rss_before_kib=before, peak_kib=hwm())))
 """
 
 

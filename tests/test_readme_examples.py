@@ -249,7 +249,7 @@ def _make(name: str) -> None:
 
 
 def _small_metrics(argv: List[str]) -> List[str]:
-    """``--metrics fid50k_full,...`` -> the same metrics on 64 generated images (names ``<name>@64``, registered for
+    """``--metrics fid50k_full,...`` -> the same metrics on 16 generated images (names ``<name>@16``, registered for
     the test by :func:`small_metric_specs`), with the detectors' stand-ins in the cache, where the official files
     would be."""
     from styleforge.perceptual import save_detector_standin
@@ -261,20 +261,20 @@ def _small_metrics(argv: List[str]) -> List[str]:
             target.parent.mkdir(parents=True, exist_ok=True)
             save_detector_standin(target)
     i = argv.index("--metrics") + 1
-    return argv[:i] + [",".join(f"{m}@64" for m in argv[i].split(","))] + argv[i + 1:]
+    return argv[:i] + [",".join(f"{m}@16" for m in argv[i].split(","))] + argv[i + 1:]
 
 
 @pytest.fixture(autouse=True)
 def small_metric_specs(monkeypatch):
-    """Every metric also as ``<name>@64``: 64 generated images (PPL: samples), at most 64 reals (for
+    """Every metric also as ``<name>@16``: 16 generated images (PPL: samples), at most 16 reals (for
     :func:`_small_metrics`; removed after each test)."""
     import dataclasses
 
     from styleforge.metrics import METRICS
 
     for name, spec in list(METRICS.items()):
-        small = dataclasses.replace(spec, name=f"{name}@64", num_gen=64,
-                                    max_real=64 if spec.max_real is None else min(spec.max_real, 64))
+        small = dataclasses.replace(spec, name=f"{name}@16", num_gen=16,
+                                    max_real=16 if spec.max_real is None else min(spec.max_real, 16))
         monkeypatch.setitem(METRICS, small.name, small)
 
 
@@ -290,8 +290,8 @@ ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
     ("--samples 5000 --score-fn", lambda a: [{"5000": "200"}.get(t, t) for t in a],
      "5,000 256 px images to render and score; 200 show the same path"),
     ("--components 80", lambda a: [{"80": "16"}.get(t, t) for t in a], "the stand-in network's W has 32 dimensions"),
-    ("scripts/calc_metrics.py", _small_metrics, "50,000 or 5,000 images per metric; 64 show the same path"),
-    ("scripts/evaluate.py", _small_metrics, "5,000 images per metric and generator; 64 show the same path"),
+    ("scripts/calc_metrics.py", _small_metrics, "50,000 or 5,000 images per metric; 16 show the same path"),
+    ("scripts/evaluate.py", _small_metrics, "5,000 images per metric and generator; 16 show the same path"),
 ]
 
 # Examples that fail for a known reason being fixed elsewhere: (text in the README line -> reason). Strict: an entry
