@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
 from dataclasses import dataclass
@@ -101,7 +102,9 @@ def train(
         return TrainResult.from_dict(spawn_training(
             gpus, dict(run_kw, step_callback=step_callback, snapshot_callback=snapshot_callback), callback))
     prev_det = torch.are_deterministic_algorithms_enabled()
-    dist = setup_distributed(gpus, s.device)
+    # while rank 0 measures --metrics after a snapshot the other ranks wait in their next all-reduce: allow for it
+    # (NCCL's default is 10 minutes; fid50k_full with a first pass over the reals can take longer)
+    dist = setup_distributed(gpus, s.device, timeout=datetime.timedelta(hours=3) if s.metrics else None)
     try:
         if s.deterministic:
             # CUDA has no deterministic backward of grid_sample (ADA's warp): there the flag makes every other
