@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
@@ -241,6 +242,7 @@ def test_evaluate_plot_without_matplotlib(files, tmp_path, monkeypatch):
 
 
 def test_evaluate_bad_input_is_one_line(files, tmp_path):
+    big = save_networks(tmp_path / "big.safetensors", {"G_ema": tiny_generator(res=32)})  # 32 px, the data 16 px
     base = ["--data", files["reals"], "--metrics", FID, "--inception", files["det"], "--outdir", tmp_path / "o"]
     cases = [
         (["--generators", f"a={files['net']}", f"a={files['net']}"], ["--generators", "'a'", "twice"]),
@@ -249,6 +251,7 @@ def test_evaluate_bad_input_is_one_line(files, tmp_path):
         (["--generators", "a="], ["--generators", "NAME=NETWORK"]),
         (["--generators", "a b=x"], ["--generators", "name 'a b'"]),
         (["--generators", f"a={files['net']}", f"b={tmp_path / 'missing.safetensors'}"], ["missing.safetensors"]),
+        (["--generators", f"a={files['net']}", f"big={big}"], ["--generators", "big", "32x32", "16x16"]),
     ]
     for args, needles in cases:
         assert_one_line_error(run(evaluate_cmd, args + base), *needles)
@@ -282,6 +285,15 @@ def test_training_hook_appends_one_record_per_snapshot(files, tmp_path):
     assert recs[0]["results"][FID] != recs[1]["results"][FID]  # the network changed in between
     assert recs[-1]["results"] == pytest.approx(library_value(FID, snaps[-1], reals, files["det"]), rel=1e-6)
     assert f"{FID} of {snaps[-1].name}" in (res.run_dir / "log.txt").read_text()
+    # measuring leaves the training's random streams alone: the same run without --metrics ends bit for bit equal
+    from styleforge.networks.checkpoint import load_networks
+
+    plain = train_tiny(outdir=str(tmp_path / "plain"), data=str(reals), kimg=0.016, snap=1, device="cpu")
+    a = load_networks(snaps[-1]).networks
+    b = load_networks(sorted(plain.run_dir.glob("network-snapshot-*.safetensors"))[-1]).networks
+    for net in ("G", "D", "G_ema"):
+        sa, sb = a[net].state_dict(), b[net].state_dict()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa), net
 
 
 def test_training_with_a_missing_detector_stops_before_any_work(tmp_path):

@@ -125,28 +125,21 @@ def plot_png(ev: Evaluation, path: Path) -> Path:
     """A bar chart: one panel per result key, one bar per generator (matplotlib when installed, else PIL)."""
     from ..utils.fileio import atomic_path
 
-    try:
-        import matplotlib
-    except ImportError:
-        matplotlib = None
     with atomic_path(path) as tmp:
-        if matplotlib is not None:
+        try:
             _plot_matplotlib(ev, tmp)
-        else:
+        except (ImportError, AttributeError):  # not installed, or older than 3.5 (colormaps, bar_label)
             _plot_pil(ev, tmp)
     return path
 
 
 def _plot_matplotlib(ev: Evaluation, out: Path) -> None:
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
     cols, names = ev.columns, [g["name"] for g in ev.generators]
     fig = Figure(figsize=(max(2.2 + 0.5 * len(names), 3.0) * len(cols), 3.4), dpi=100)
-    colors = plt.get_cmap("tab10")
+    colors = matplotlib.colormaps["tab10"]
     for i, c in enumerate(cols):
         ax = fig.add_subplot(1, len(cols), i + 1)
         vals = [g["results"].get(c, float("nan")) for g in ev.generators]
@@ -220,6 +213,30 @@ def write_report(ev: Evaluation, outdir: Path) -> Dict[str, Path]:
     return out
 
 
+def check_generators(pairs: Sequence[Tuple[str, str]], files: Sequence[Path], data) -> None:
+    """Before any measuring: every generator makes images of the real images' size and channel count (each is
+    loaded and released; a mismatch found after the first generator's metrics would waste them)."""
+    from .. import zoo
+    from ..data.dataset import open_dataset
+    from ..errors import StyleforgeError
+
+    probe = open_dataset(data, cond=False)
+    try:
+        res, ch = probe.resolution, probe.num_channels
+    finally:
+        probe.close()
+    kind = {1: "grayscale", 3: "RGB"}
+    for (name, _), path in zip(pairs, files):
+        G, _ = zoo.load_generator(path, "cpu")
+        if (G.img_resolution, G.img_channels) != (res, ch):
+            raise StyleforgeError(
+                f"{name} ({Path(path).name}) makes {G.img_resolution}x{G.img_resolution} "
+                f"{kind.get(G.img_channels, f'{G.img_channels}-channel')} images, but {data} holds {res}x{res} "
+                f"{kind.get(ch, f'{ch}-channel')} images; compare generators of the real images' size",
+                param="generators")
+        del G
+
+
 @command(cls=GreedyCommand)
 @click.option("--generators", "generators", multiple=True, required=True, metavar="NAME=NETWORK ...",
               help="The generators: NAME=NETWORK each (any network the tools read: .pkl, .safetensors, a bundled "
@@ -260,6 +277,7 @@ def evaluate_cmd(generators, data, metrics, resize, inception, vgg16, allow_down
     if options.device.type == "cpu":
         tune_cpu_allocator()
     files = [zoo.resolve(spec, allow_download, callback) for _, spec in pairs]  # every file found before any work
+    check_generators(pairs, files, data)
     detectors = load_detectors(names, options, callback)
     ev = Evaluation(data=str(data), metrics=names, settings={
         "resize": resize, "seed": seed, "truncation_psi": truncation_psi, "batch": batch,

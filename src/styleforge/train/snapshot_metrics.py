@@ -9,9 +9,11 @@ fails later (e.g. a data set too small for it) is logged as a warning and traini
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from ..errors import StyleforgeError, StyleforgeWarning
@@ -51,6 +53,18 @@ class SnapshotMetrics:
             for kind in detector_kinds(self.names)}
 
     def __call__(self, trainer, snapshot: Path) -> None:
+        # the training's random streams are left as they were: a run with --metrics trains exactly as one without,
+        # and a resumed run (its state was saved before this hook ran) continues bit for bit
+        np_state, py_state = np.random.get_state(), random.getstate()
+        devices = [trainer.device] if trainer.device.type == "cuda" else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                self._measure(trainer, snapshot)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+    def _measure(self, trainer, snapshot: Path) -> None:
         from ..metrics import append_jsonl, calc_metric
 
         kimg = trainer.cur_nimg // 1000
