@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -158,6 +159,7 @@ def test_calc_metrics_bad_input_is_one_line(files, tmp_path):
     r = run(calc_metrics_cmd, ["--network", files["net"], "--data", files["gray"], "--metrics", FID,
                                "--inception", files["det"]])
     assert_one_line_error(r, "gray")
+    assert_one_line_error(run(calc_metrics_cmd, base + ["--metrics", FID, "--trunc", "nan"]), "--trunc nan", "finite")
     # a network outside a run folder, without --data
     lone = save_networks(tmp_path / "lone.safetensors", {"G_ema": tiny_generator()})
     assert_one_line_error(run(calc_metrics_cmd, ["--network", lone, "--metrics", FID, "--inception", files["det"]]),
@@ -260,6 +262,20 @@ def test_evaluate_bad_input_is_one_line(files, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written
     # click's own usage errors are one line too (exit 2)
     assert_one_line_error(run(evaluate_cmd, base), "--generators", exit_code=2)
+
+
+def test_scripts_and_styleforge_subcommands(tmp_path):
+    """scripts/calc_metrics.py and scripts/evaluate.py run as real processes; the styleforge group has both."""
+    import subprocess
+
+    from conftest import ROOT
+    from styleforge.cli import main
+
+    assert main.commands["calc-metrics"] is calc_metrics_cmd and main.commands["evaluate"] is evaluate_cmd
+    for script, needle in (("calc_metrics.py", "--inception"), ("evaluate.py", "NAME=NETWORK")):
+        r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"], capture_output=True, text=True,
+                           timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        assert r.returncode == 0 and needle in r.stdout, r.stderr
 
 
 def test_parse_generators_keeps_equals_signs_in_the_spec():

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 import click
 
-from .edit import allow_download_option, network_option
+from .edit import network_option
 from .options import command, device_option, user_errors
 
 RUN_OPTIONS = "training_options.json"  # what makes a folder a run folder (train writes it; so does the official code)
@@ -38,9 +38,15 @@ def load_detectors(names: Sequence[str], options, callback=None) -> Dict[str, "o
 
 def metric_options(resize, inception, vgg16, allow_download, device, seed, batch, truncation_psi):
     """The library's MetricOptions from the shared flags (``device`` resolved: auto -> CUDA, MPS or CPU)."""
+    import math
+
+    from ..errors import StyleforgeError
     from ..metrics import MetricOptions
     from ..utils.runtime import resolve_device
 
+    if not math.isfinite(truncation_psi):
+        raise StyleforgeError("use a finite number (1: no truncation)", param="truncation_psi",
+                              value=truncation_psi, label="truncation")
     return MetricOptions(resize=resize, inception=inception, vgg16=vgg16, allow_download=allow_download,
                          batch_size=batch, device=resolve_device(device), seed=seed, truncation_psi=truncation_psi)
 
