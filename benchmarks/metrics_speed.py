@@ -44,6 +44,12 @@ def conv_macs(widths, features, size) -> int:
     return macs
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM) in MiB."""
+    with open("/proc/self/status") as f:
+        return int(next(ln.split()[1] for ln in f if ln.startswith("VmHWM:"))) / 1024
+
+
 def timed(fn, runs: int):
     fn()  # warm-up
     times = []
@@ -75,7 +81,7 @@ def bench_extract(args, tmp: Path) -> None:
         del det
         print(f"{what:36s} {macs / 1e6:8.1f} M MACs/img   {args.batch / best:9.1f} img/s best  "
               f"{args.batch / med:9.1f} img/s median  (batch {args.batch}, {args.res} px uint8 in, "
-              f"{args.threads} threads)", flush=True)
+              f"{args.threads} threads; peak RSS so far {peak_rss_mib():.0f} MiB)", flush=True)
 
 
 def _parse_size(s: str) -> int:
