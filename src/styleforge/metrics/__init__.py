@@ -22,10 +22,10 @@ channels, no x-flip); NVIDIA's Inception file for FID/KID/IS and VGG16 file for 
 call: :func:`load_detector`, :func:`styleforge.perceptual.save_detector_standin`). ``resize="clean"`` switches to
 clean-fid's PIL-bicubic resize; the mode is recorded with each result.
 
-**Memory and time**: FID statistics are float64 running sums; KID and PR features live in a disk-backed memmap;
-PR distances in bounded blocks; IS streams per split; so memory does not grow with N. Real-set statistics are
-cached (keyed by the dataset's content, detector, resize mode, count), written atomically. Everything random
-is drawn from ``options.seed``: a rerun gives the same number.
+**Memory and time**: FID statistics are float64 running sums; KID and PR features go to .npy files read back
+memory-mapped; PR distances are computed in bounded blocks; IS streams per split; so memory does not grow with
+N. Real-set statistics are cached (keyed by the dataset's content, detector, resize mode, count), written
+atomically. Everything random is drawn from ``options.seed``: a rerun gives the same number.
 """
 
 from ..perceptual.detectors import load_detector

@@ -3,11 +3,12 @@
 Images reach the detector as the official code feeds them: uint8 NCHW at the native resolution, grayscale repeated
 to 3 channels; fakes are quantised ``(img * 127.5 + 128).clamp(0, 255)`` to uint8 first. ``resize="legacy"`` leaves
 the resize to the detector (the Inception file resizes to 299 inside: the official numbers); ``resize="clean"``
-is clean-fid's path: every channel resized to 299 x 299 by PIL bicubic in float mode ``F`` (clipped to [0, 255],
-not quantised) before the detector, whose own resize is then the identity.
+is clean-fid's path: every channel resized to the detector's input size (Inception 299, VGG16 224) by PIL bicubic
+in float mode ``F`` (clipped to [0, 255], not quantised) before the detector, whose own resize is then the
+identity.
 
 Features go to a sink as they come: :class:`~styleforge.metrics.formulas.MeanCov` (FID), :class:`FeatureFile`
-(KID, PR: rows written into a disk-backed ``.npy`` memmap), or any object with ``update(batch)``. Real-set results
+(KID, PR: rows appended to a ``.npy`` file, read back memory-mapped), or any object with ``update(batch)``. Real-set results
 are cached (:class:`RealCache`): an npz of mean/covariance or an npy of features, keyed by the dataset's content,
 the items used, the detector's identity, its call, the resize mode and the number of images; written atomically,
 so an interrupted computation never leaves a partial entry.
@@ -24,8 +25,8 @@ from typing import Callable, Dict, Iterator, Optional
 
 import numpy as np
 import torch
+import torch.utils.data
 
-from ..errors import StyleforgeError
 from ..perceptual.detectors import detector_identity
 from ..utils.fileio import atomic_path
 from ..utils.progress import Reporter
@@ -34,6 +35,7 @@ __all__ = ["sample_images", "quantize", "clean_resize", "detector_input", "Featu
            "dataset_fingerprint", "real_batches", "fake_batches", "run_detector", "CLEAN_SIZE"]
 
 CLEAN_SIZE = 299  # Inception's input size: clean-fid resizes to it outside the network
+CLEAN_SIZES = {"inception": 299, "vgg16": 224}  # each detector's own input size (the files resize to it inside)
 RESIZE_MODES = ("legacy", "clean")
 CACHE_VERSION = 1
 
@@ -63,27 +65,34 @@ def clean_resize(images: torch.Tensor, size: int = CLEAN_SIZE) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def detector_input(images: torch.Tensor, resize: str) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> what the detector gets: 3 channels; clean-resized to 299 in ``clean`` mode."""
+def detector_input(images: torch.Tensor, resize: str, size: int = CLEAN_SIZE) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> what the detector gets: 3 channels; clean-resized to ``size`` (the detector's input
+    size: 299 for Inception, 224 for VGG16) in ``clean`` mode."""
     if images.shape[1] == 1:
         images = images.repeat([1, 3, 1, 1])
     if resize == "clean":
-        images = clean_resize(images)
+        images = clean_resize(images, size)
     return images
 
 
 def run_detector(det: torch.nn.Module, images: torch.Tensor, det_kwargs: Dict, resize: str,
-                 device) -> torch.Tensor:
+                 device, size: int = CLEAN_SIZE) -> torch.Tensor:
     with torch.no_grad():
-        return det(detector_input(images, resize).to(device), **det_kwargs)
+        return det(detector_input(images, resize, size).to(device), **det_kwargs)
 
 
 # -- image streams ----------------------------------------------------------------------------------------------
 
 
-def real_batches(dataset, num: int, batch_size: int) -> Iterator[torch.Tensor]:
+def real_batches(dataset, num: int, batch_size: int, num_workers: int = 0) -> Iterator[torch.Tensor]:
     """The first ``num`` items of ``dataset`` (as the official code takes them: in order, no flips added) as
-    uint8 [B, C, H, W] batches."""
+    uint8 [B, C, H, W] batches; decoded by ``num_workers`` DataLoader processes when > 0."""
+    if num_workers > 0:
+        subset = torch.utils.data.Subset(dataset, range(num))
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=num_workers)
+        for images, _labels in loader:
+            yield images
+        return
     for start in range(0, num, batch_size):
         imgs = [dataset[i][0] for i in range(start, min(start + batch_size, num))]
         yield torch.from_numpy(np.stack(imgs))
@@ -110,62 +119,79 @@ def fake_batches(G: torch.nn.Module, num: int, batch_size: int, rng: np.random.R
 
 
 class FeatureFile:
-    """Feature rows written into a ``.npy`` memmap at ``path`` (created at the first batch, when the width is
-    known): bounded memory for any number of images. ``array()`` reopens it read-only."""
+    """Feature rows appended to a ``.npy`` file at ``path`` (its header written at the first batch, when the width
+    is known) with plain writes, so memory stays bounded for any number of images; ``array()`` maps it
+    read-only."""
 
     def __init__(self, path: Path, num: int, dtype=np.float32):
         self.path, self.num, self.dtype = Path(path), int(num), np.dtype(dtype)
-        self._mm = None
+        self._f = None
         self.count = 0
 
     def update(self, x) -> None:
-        x = torch.as_tensor(x).detach().to("cpu", torch.float32).numpy()
-        if self._mm is None:
-            self._mm = np.lib.format.open_memmap(self.path, mode="w+", dtype=self.dtype, shape=(self.num, x.shape[1]))
+        x = torch.as_tensor(x).detach().to("cpu", torch.float32).numpy().astype(self.dtype)
+        if self._f is None:
+            self._f = open(self.path, "wb")
+            header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
+                      "shape": (self.num, x.shape[1])}
+            np.lib.format.write_array_header_1_0(self._f, header)
         if self.count + x.shape[0] > self.num:
             raise ValueError(f"more than {self.num} feature rows")
-        self._mm[self.count: self.count + x.shape[0]] = x
+        self._f.write(np.ascontiguousarray(x).tobytes())
         self.count += x.shape[0]
 
     def close(self) -> None:
-        if self._mm is not None:
-            self._mm.flush()
-            del self._mm
-            self._mm = None
+        if self._f is not None:
+            self._f.close()
+            self._f = None
 
     def array(self) -> np.ndarray:
         self.close()
+        if self.count != self.num:
+            raise ValueError(f"{self.path}: {self.count} of {self.num} feature rows written")
         return np.load(self.path, mmap_mode="r")
 
 
 # -- the real-set cache -----------------------------------------------------------------------------------------
 
 
+_FOLDER_HASHES: Dict[str, str] = {}  # listing signature (names, sizes, mtimes) -> content hash, for this process
+
+
 def dataset_fingerprint(dataset, reporter: Optional[Reporter] = None) -> str:
     """A hash of the dataset's content and of the items it yields: for a zip, every member's CRC-32 and size from
-    the zip directory (free); for a folder, the sha256 of every file's bytes (read once, reported as a stage);
-    plus the dataset's item selection (subset, mirrored copies) and its image shape."""
+    the zip directory (free); for a folder, the sha256 of every file's bytes (read once per process and listing,
+    reported as a stage); plus the dataset's item selection (subset, mirrored copies) and its image shape."""
     h = hashlib.sha256()
     path = Path(dataset.path)
-    names = list(dataset.fnames)
+    names = list(dataset.fnames) + ["dataset.json"]
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:
             infos = {i.filename: i for i in zf.infolist()}
-            for name in names + ["dataset.json"]:
+            for name in names:
                 info = infos.get(name)
                 h.update(f"{name}\0{info.CRC if info else -1}\0{info.file_size if info else -1}\n".encode())
     else:
-        rep = reporter or Reporter()
-        with rep.stage("hashing dataset", total=len(names), unit="file") as advance:
-            for name in names + ["dataset.json"]:
-                f = path / name
-                h.update(f"{name}\0".encode())
-                if f.is_file():
-                    with open(f, "rb") as fh:
-                        for block in iter(lambda: fh.read(1 << 20), b""):
-                            h.update(block)
-                h.update(b"\n")
-                advance()
+        listing = hashlib.sha256(str(path.resolve()).encode())
+        for name in names:
+            st = (path / name).stat() if (path / name).is_file() else None
+            listing.update(f"{name}\0{st.st_size if st else -1}\0{st.st_mtime_ns if st else -1}\n".encode())
+        content = _FOLDER_HASHES.get(listing.hexdigest())
+        if content is None:
+            rep = reporter or Reporter()
+            ch = hashlib.sha256()
+            with rep.stage("hashing dataset", total=len(names), unit="file") as advance:
+                for name in names:
+                    f = path / name
+                    ch.update(f"{name}\0".encode())
+                    if f.is_file():
+                        with open(f, "rb") as fh:
+                            for block in iter(lambda: fh.read(1 << 20), b""):
+                                ch.update(block)
+                    ch.update(b"\n")
+                    advance()
+            content = _FOLDER_HASHES[listing.hexdigest()] = ch.hexdigest()
+        h.update(content.encode())
     h.update(json.dumps(dataset.image_shape).encode())
     raw_idx = getattr(dataset, "_raw_idx", None)  # styleforge's ImageDataset: the subset and mirror choice
     flips = getattr(dataset, "_xflip", None)

@@ -116,7 +116,7 @@ class InceptionScore:
         """The detector's IS output as probabilities: used as is when it already is a distribution per row (the
         official file returns softmax probabilities); otherwise taken as logits and soft-maxed."""
         out = out.detach().to(torch.float64)
-        if (out >= 0).all() and torch.allclose(out.sum(dim=1), torch.ones((), dtype=out.dtype), atol=1e-3):
+        if bool((out >= 0).all()) and float((out.sum(dim=1) - 1).abs().max()) <= 1e-3:
             return out
         return torch.softmax(out, dim=1)
 
@@ -185,6 +185,9 @@ def precision_recall(real: np.ndarray, gen: np.ndarray, nhood_size: int = 3, row
         if arr.shape[0] < nhood_size + 1:
             raise StyleforgeError(f"precision/recall needs at least {nhood_size + 1} {what} images for its "
                                   f"{nhood_size}-nearest-neighbour radii (got {arr.shape[0]}); use a larger dataset")
+    if torch.device(device).type == "cpu":  # same numbers, smaller blocks (4M distances, 2,500 feature rows)
+        col_batch_size = min(col_batch_size, 2500)
+        row_batch_size = max(1, min(row_batch_size, 4_000_000 // col_batch_size))
     out = []
     for manifold, probes in ((real, gen), (gen, real)):
         radii = _kth_radii(manifold, nhood_size, row_batch_size, col_batch_size, device)

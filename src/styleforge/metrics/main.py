@@ -43,6 +43,7 @@ class MetricOptions:
     - ``seed``: fakes (z, labels, noise), KID subsets and PPL samples are drawn from it: a rerun gives the same
       number. ``truncation_psi`` (official: 1); ``noise_mode`` of the generator for FID/KID/PR/IS (official:
       ``random``, seeded here; PPL always uses ``const`` with re-drawn buffers, as official).
+    - ``num_workers``: processes decoding the real images (0: in this process; the official code uses 3).
     - ``num_gen``: override the number of generated images / PPL samples (quick checks and tests only; the
       record's ``num_images`` says what was used).
     """
@@ -59,10 +60,14 @@ class MetricOptions:
     noise_mode: str = "random"
     use_cache: bool = True
     num_gen: Optional[int] = None
+    num_workers: int = 0
 
     def validate(self) -> "MetricOptions":
         if self.resize not in F.RESIZE_MODES:
             raise StyleforgeError(f"choose one of {', '.join(F.RESIZE_MODES)}", param="resize", value=self.resize)
+        if int(self.num_workers) < 0:
+            raise StyleforgeError("must be 0 or more", param="num_workers", value=self.num_workers,
+                                  label="workers")
         if int(self.batch_size) < 1:
             raise StyleforgeError("must be at least 1", param="batch_size", value=self.batch_size,
                                   label="batch size")
@@ -187,7 +192,8 @@ def calc_metric(name: str, G: torch.nn.Module, data, *, options: MetricOptions =
     ``detectors``: ``{"inception": module, "vgg16": module}`` to use instead of loading the files (a caller that
     evaluates many generators passes one dict: detectors loaded here are added to it). Progress and cache hits go to
     ``callback``. ``snapshot``: the network file named in the record. ``distance``: PPL's distance
-    ``(img0, img1) -> [N]`` instead of the VGG16 LPIPS one (tests).
+    ``(img0, img1) -> [N]`` instead of the VGG16 LPIPS one (tests). ``G`` runs in eval mode and is returned in
+    the mode it came in, with its noise buffers unchanged.
     """
     spec = metric_spec(name)
     opts = options.validate()
@@ -197,6 +203,9 @@ def calc_metric(name: str, G: torch.nn.Module, data, *, options: MetricOptions =
     num_gen = int(opts.num_gen) if opts.num_gen is not None else spec.num_gen
     kind = _DETECTOR_OF[spec.kind]
     with contextlib.ExitStack() as stack:
+        if G.training:  # sample as in eval mode (no w_avg tracking), and give G back as it came
+            stack.callback(G.train, True)
+            G.eval()
         ds = _open_data(data, G, spec, stack)
         det = None
         if spec.kind != "ppl" or distance is None:
@@ -231,7 +240,8 @@ def calc_metric(name: str, G: torch.nn.Module, data, *, options: MetricOptions =
             num_images["fake"] = num_gen
             fake = _fakes(spec, G, det, call, num_gen, labels, opts, g_device, tmpdir, rep)
             results = _finish(spec, real, fake, opts)
-    return MetricResult(spec.name, results, time.time() - t0, opts.resize, num_images, det_name, snapshot)
+    resize = opts.resize if spec.kind != "ppl" else "legacy"  # PPL has its own (official) box downsampling
+    return MetricResult(spec.name, results, time.time() - t0, resize, num_images, det_name, snapshot)
 
 
 def _describe(det) -> str:
@@ -241,9 +251,10 @@ def _describe(det) -> str:
     return f"{type(det).__name__} (sha256 {detector_identity(det)[:12]})"
 
 
-def _stream(batches, det, call, opts, sink, advance) -> None:
+def _stream(batches, det, call, opts, sink, advance, kind) -> None:
+    size = F.CLEAN_SIZES[kind]
     for images in batches:
-        sink.update(F.run_detector(det, images, call, opts.resize, opts.device))
+        sink.update(F.run_detector(det, images, call, opts.resize, opts.device, size))
         advance(images.shape[0])
 
 
@@ -260,7 +271,8 @@ def _reals(spec, ds, det, call, n, opts, cache, stack, tmpdir, rep):
             return F.load_meancov(path)
         acc = MeanCov()
         with rep.stage(stage, total=n, unit="img") as advance:
-            _stream(F.real_batches(ds, n, opts.batch_size), det, call, opts, acc, advance)
+            _stream(F.real_batches(ds, n, opts.batch_size, opts.num_workers), det, call, opts, acc, advance,
+                    _DETECTOR_OF[spec.kind])
         mu, sigma = acc.mean(), acc.cov()
         with cache.writing(path) as tmp:
             if tmp is not None:
@@ -273,8 +285,9 @@ def _reals(spec, ds, det, call, n, opts, cache, stack, tmpdir, rep):
     with cache.writing(path) as tmp:
         sink = F.FeatureFile(tmp if tmp is not None else tmpdir / "real.npy", n, dtype)
         with rep.stage(stage, total=n, unit="img") as advance:
-            _stream(F.real_batches(ds, n, opts.batch_size), det, call, opts, sink, advance)
-        sink.close()
+            _stream(F.real_batches(ds, n, opts.batch_size, opts.num_workers), det, call, opts, sink, advance,
+                    _DETECTOR_OF[spec.kind])
+        sink.array()  # (closes the file; checks every row was written)
     return np.load(path if path is not None else tmpdir / "real.npy", mmap_mode="r")
 
 
@@ -290,7 +303,7 @@ def _fakes(spec, G, det, call, n, labels, opts, g_device, tmpdir, rep):
     with _noise_rng(g_device), rep.stage(f"generated images ({_DETECTOR_OF[spec.kind]})", total=n,
                                          unit="img") as advance:
         torch.manual_seed(opts.seed)
-        _stream(batches, det, call, opts, sink, advance)
+        _stream(batches, det, call, opts, sink, advance, _DETECTOR_OF[spec.kind])
     if isinstance(sink, F.FeatureFile):
         return sink.array()
     return sink

@@ -95,10 +95,10 @@ def metric_spec(name: str) -> MetricSpec:
 
 
 def check_metrics(names: Sequence[str]) -> List[str]:
-    """Normalise metric names (whitespace and case; empty entries dropped; duplicates kept once, in order);
+    """Normalise metric names (a string is split at commas; whitespace and case; empty entries dropped; duplicates kept once, in order);
     an unknown name raises a :class:`StyleforgeError` about the ``metrics`` setting listing the valid names."""
     if isinstance(names, str):
-        names = [names]
+        names = names.split(",")
     out: List[str] = []
     for raw in names:
         name = str(raw).strip().lower()

@@ -13,10 +13,10 @@
 from .features import DiscriminatorFeatures, FeatureNet, PixelLoss, VGG16LPIPS, area_downsample, lpips_normalize
 from .similarity import psnr, ssim
 from .detectors import DETECTOR_KINDS, Detector, detector_identity, load_detector
-from .standins import VGG16_LAYOUT, DetectorStandIn, RandomConvFeatures, save_detector_standin
+from .standins import INCEPTION_SCALE, VGG16_LAYOUT, DetectorStandIn, RandomConvFeatures, save_detector_standin
 
 __all__ = [
     "FeatureNet", "VGG16LPIPS", "DiscriminatorFeatures", "PixelLoss", "RandomConvFeatures", "VGG16_LAYOUT",
     "area_downsample", "lpips_normalize", "psnr", "ssim",
-    "DETECTOR_KINDS", "Detector", "DetectorStandIn", "detector_identity", "load_detector", "save_detector_standin",
+    "DETECTOR_KINDS", "Detector", "DetectorStandIn", "INCEPTION_SCALE", "detector_identity", "load_detector", "save_detector_standin",
 ]
