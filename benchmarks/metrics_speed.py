@@ -2,8 +2,9 @@
 """Metrics speed and memory: images/s of feature extraction on CPU, and peak memory against the number of images.
 
 1. ``extract``: images/s of ``det(images_uint8, return_features=True)`` (what FID and KID call per batch) with the
-   library's tiny stand-in detector and with an Inception-sized TorchScript stand-in (the same kind of net, with
-   widths chosen for Inception-v3's ~5.7 G multiply-adds per 299 px image; the count is printed). Inputs are
+   library's tiny stand-in detector and with an Inception-sized TorchScript stand-in (the same kind of net with the
+   library's ``INCEPTION_SCALE`` widths, near Inception-v3's 5.7 G multiply-adds per 299 px image; the count of its
+   convolutions is printed). Inputs are
    uint8 batches at ``--res`` px; both detectors resize inside, as the official file does. Min and median over
    ``--runs`` timed runs after a warm-up (the machine is shared and noisy: compare minima).
 2. ``memory``: peak RSS of a fresh process computing ``fidN`` / ``kidN`` (N generated images from a tiny 16 px
@@ -30,7 +31,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-INCEPTION_SIZED = dict(widths=(52, 104, 208, 416, 832), features=2048, logits=1008, size=299)
 
 
 def conv_macs(widths, features, size) -> int:
@@ -64,11 +64,12 @@ def bench_extract(args, tmp: Path) -> None:
     import torch
 
     from styleforge.perceptual import load_detector, save_detector_standin
+    from styleforge.perceptual.standins import INCEPTION_SCALE
 
     torch.set_num_threads(args.threads)
     x = torch.randint(0, 256, [args.batch, 3, args.res, args.res], dtype=torch.uint8)
     cases = [("small stand-in (library default)", {}),
-             ("Inception-sized stand-in", INCEPTION_SIZED)]
+             ("Inception-sized stand-in", INCEPTION_SCALE)]
     for what, kw in cases:
         det = load_detector("inception", save_detector_standin(tmp / f"det{len(kw)}.pt", **kw))
         macs = conv_macs(kw.get("widths", (8, 16, 32)), kw.get("features", 64), kw.get("size", 32))
