@@ -258,8 +258,8 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, callback: Opti
     if state is not None:
         trainer.log(StyleforgeWarning(
             f"resuming from {decision['state']} at {int(state['progress']['cur_nimg']) / 1000:g} kimg (all settings "
-            "except {kimg}, {snap}, {kimg_per_tick}, {workers} and {device} come from the state)",
-            also={k: k.replace("_", " ") for k in ("kimg", "snap", "kimg_per_tick", "workers", "device")}))
+            "except {kimg}, {snap}, {kimg_per_tick}, {metrics}, {workers} and {device} come from the state)",
+            also={k: k.replace("_", " ") for k in ("kimg", "snap", "kimg_per_tick", "metrics", "workers", "device")}))
         trainer.load_state_dict(state)
         del state
     elif bundle is not None:
