@@ -25,17 +25,18 @@ from styleforge.networks.checkpoint import save_networks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# Test-only metrics: fid1k and kid1k with 64 generated images (the commands are under test here, not the numbers; the
+# Test-only metrics: fid1k, kid1k and pr1k3 with 64 generated images (the commands are under test here, not the numbers; the
 # library's tests check those), registered for each test and removed after it.
 FID = "fid64"
 KID = "kid64"
+PR = "pr64"
 
 
 @pytest.fixture(autouse=True)
 def small_metrics(monkeypatch):
     from styleforge.metrics import METRICS, metric_spec
 
-    for name, base in ((FID, "fid1k"), (KID, "kid1k")):
+    for name, base in ((FID, "fid1k"), (KID, "kid1k"), (PR, "pr1k3")):
         monkeypatch.setitem(METRICS, name, dataclasses.replace(metric_spec(base), name=name, num_gen=64, max_real=64))
 
 
@@ -310,6 +311,21 @@ def test_training_hook_appends_one_record_per_snapshot(files, tmp_path):
     for net in ("G", "D", "G_ema"):
         sa, sb = a[net].state_dict(), b[net].state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa), net
+
+
+def test_training_goes_on_when_a_metric_fails(files, tmp_path):
+    """A metric that cannot be computed at a snapshot (here precision/recall, k = 3, on a 3-image data set) is a
+    warning in the log; the other metrics are still recorded and the run finishes."""
+    from train_data import train_tiny
+
+    reals = png_folder(tmp_path / "three", 3, 16)
+    res = train_tiny(outdir=str(tmp_path / "runs"), data=str(reals), kimg=0.008, metrics=[PR, FID],
+                     inception=str(files["det"]), vgg16=str(files["det"]), device="cpu")
+    log = (res.run_dir / "log.txt").read_text()
+    assert f"{PR} of network-snapshot-000000.safetensors failed" in log and "training goes on" in log
+    assert not (res.run_dir / f"metric-{PR}.jsonl").exists()
+    assert len((res.run_dir / f"metric-{FID}.jsonl").read_text().splitlines()) == 1
+    assert res.done and res.snapshot is not None
 
 
 def test_training_with_a_missing_detector_stops_before_any_work(tmp_path):
