@@ -183,6 +183,37 @@ def _sefa_factors(_: Path) -> None:  # what `sefa.py ... --outdir out/sefa` writ
     save_directions("out/sefa/sefa.npz", sefa(load_network("ffhq.pkl"), "2-5", 5).directions)
 
 
+def _faces(p: Path) -> None:  # 32 px grayscale faces (lfw_subset), like the bundled faces32 model's data
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) provides the stand-in photos")
+    p.mkdir(parents=True, exist_ok=True)
+    for i, face in enumerate(skdata.lfw_subset()[:24]):
+        Image.fromarray(np.uint8(np.rint(face * 255))).resize((32, 32), Image.BICUBIC).save(p / f"face{i:02d}.png")
+
+
+def _faces_zip(p: Path) -> None:
+    from styleforge.train.dataset_tool import convert_dataset
+
+    _make("faces/")
+    convert_dataset("faces", p, resolution=32)
+
+
+def _faces_snapshot(p: Path) -> None:  # a 32 px grayscale snapshot in a run folder that names its data (faces/)
+    import json
+
+    from styleforge.networks.checkpoint import save_networks
+
+    _make("faces/")
+    g = {"img_resolution": 32, "img_channels": 1, "synthesis": {"channel_base": 1024, "channel_max": 32}}
+    G, D, G_ema = tiny_networks(seed=7, g_overrides=g, d_overrides={"img_resolution": 32, "img_channels": 1})
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_networks(p, {"G": G, "D": D, "G_ema": G_ema})
+    (p.parent / "training_options.json").write_text(json.dumps({"data": str(Path("faces").resolve())}))
+
+
+def _ffhq_zip(p: Path) -> None:  # 256 px like ffhq.pkl's stand-in
+    _data_zip(p)
+
+
 STAND_INS: Dict[str, Callable[[Path], None]] = {
     "ffhq.pkl": _ffhq,
     "cifar10.pkl": lambda p: _tiny_official(p, 32, c_dim=10),
@@ -204,6 +235,10 @@ STAND_INS: Dict[str, Callable[[Path], None]] = {
     "neutral_photos/": _face_photos,
     "my_scores.py:smile": _scoring_module,
     "out/sefa/sefa.npz:0": _sefa_factors,
+    "ffhq.zip": _ffhq_zip,
+    "faces/": _faces,
+    "faces.zip": _faces_zip,
+    "runs/00003-x/network-snapshot-000400.safetensors": _faces_snapshot,
 }
 
 
@@ -211,6 +246,36 @@ def _make(name: str) -> None:
     """Make the stand-in for ``name`` in the current folder unless the file is there (made by an earlier example)."""
     if name == "ffhq" or not Path(name).exists():
         STAND_INS[name](Path(name))
+
+
+def _small_metrics(argv: List[str]) -> List[str]:
+    """``--metrics fid50k_full,...`` -> the same metrics on 16 generated images (names ``<name>@16``, registered for
+    the test by :func:`small_metric_specs`), with the detectors' stand-ins in the cache, where the official files
+    would be."""
+    from styleforge.perceptual import save_detector_standin
+    from styleforge.utils.cache import KNOWN_FILES, cache_dir
+
+    for kind in ("inception", "vgg16"):
+        target = cache_dir() / KNOWN_FILES[kind].filename
+        if not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_detector_standin(target)
+    i = argv.index("--metrics") + 1
+    return argv[:i] + [",".join(f"{m}@16" for m in argv[i].split(","))] + argv[i + 1:]
+
+
+@pytest.fixture(autouse=True)
+def small_metric_specs(monkeypatch):
+    """Every metric also as ``<name>@16``: 16 generated images (PPL: samples), at most 16 reals (for
+    :func:`_small_metrics`; removed after each test)."""
+    import dataclasses
+
+    from styleforge.metrics import METRICS
+
+    for name, spec in list(METRICS.items()):
+        small = dataclasses.replace(spec, name=f"{name}@16", num_gen=16,
+                                    max_real=16 if spec.max_real is None else min(spec.max_real, 16))
+        monkeypatch.setitem(METRICS, small.name, small)
 
 
 # Examples that would run for hours as written: (text in the README line, how it is run here, why).
@@ -225,6 +290,8 @@ ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
     ("--samples 5000 --score-fn", lambda a: [{"5000": "200"}.get(t, t) for t in a],
      "5,000 256 px images to render and score; 200 show the same path"),
     ("--components 80", lambda a: [{"80": "16"}.get(t, t) for t in a], "the stand-in network's W has 32 dimensions"),
+    ("scripts/calc_metrics.py", _small_metrics, "50,000 or 5,000 images per metric; 16 show the same path"),
+    ("scripts/evaluate.py", _small_metrics, "5,000 images per metric and generator; 16 show the same path"),
 ]
 
 # Examples that fail for a known reason being fixed elsewhere: (text in the README line -> reason). Strict: an entry
@@ -353,6 +420,8 @@ def _inputs(cmd: click.Command, args: List[str]) -> List[str]:
     for name, v in ctx.params.items():
         if name in _INPUT_PARAMS and v is not None:
             vals += [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+        if name == "generators" and v:  # evaluate's NAME=NETWORK
+            vals += [str(x).partition("=")[2] for x in v]
     return vals
 
 

@@ -253,7 +253,7 @@ def test_bad_input_errors(short_run, data, tmp_path):
         # unconditional network, conditional training
         (["--data", str(data["digits"]), "--resume", str(short_run.snapshot), "--cond"], "label"),
         (["--data", str(data["digits"]), "--gpus", "2", "--device", "cpu"], "torchrun"),
-        (["--data", str(data["digits"]), "--metrics", "fid50k_full"], "metrics"),
+        (["--data", str(data["digits"]), "--metrics", "fid50k_fulll"], "--metrics"),  # a typo: lists the names
         (["--data", str(data["digits"]), "--resume", str(tmp_path / "missing.pkl")], "no such"),
         (["--data", str(tmp_path / "nothing.zip")], "no such"),
         (["--data", str(data["digits"]), "--aug", "fixed"], "--p"),

@@ -9,9 +9,11 @@ from __future__ import annotations
 import click
 
 from .commands.align import align_cmd
+from .commands.calc_metrics import calc_metrics_cmd
 from .commands.convert import convert_cmd, info_cmd
 from .commands.dataset import dataset_tool_cmd
 from .commands.edit import edit_cmd
+from .commands.evaluate import evaluate_cmd
 from .commands.ganspace import ganspace_cmd
 from .commands.generate import generate_cmd
 from .commands.interpolate import interpolate_cmd
@@ -25,7 +27,7 @@ from .commands.train import train_cmd
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="styleforge")
 def main():
-    """styleforge: StyleGAN2-ADA networks in pure PyTorch (generate, convert, project, edit, train)."""
+    """styleforge: StyleGAN2-ADA networks in pure PyTorch (generate, convert, project, edit, train, metrics)."""
 
 
 main.add_command(generate_cmd, "generate")
@@ -41,6 +43,8 @@ main.add_command(learn_direction_cmd, "learn-direction")
 main.add_command(sefa_cmd, "sefa")
 main.add_command(ganspace_cmd, "ganspace")
 main.add_command(style_mixing_cmd, "style-mixing")
+main.add_command(calc_metrics_cmd, "calc-metrics")
+main.add_command(evaluate_cmd, "evaluate")
 
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ def bool_option(*decls, help):
 def _metrics(ctx, param, value):
     if value is None or value.strip().lower() in ("", "none"):
         return []
-    return [m.strip() for m in value.split(",") if m.strip()]
+    return [m.strip() for m in value.split(",") if m.strip()]  # the names are checked by train()
 
 
 @command()
@@ -31,7 +31,14 @@ def _metrics(ctx, param, value):
 @click.option("--snap", type=click.IntRange(min=1), default=None, metavar="INT",
               help="Snapshot (network, state, fakes) every INT ticks. Default: preset (50; cpu: 5).")
 @click.option("--metrics", callback=_metrics, default="none", show_default=True, metavar="LIST",
-              help="Metrics after each snapshot (none for now; hook point).")
+              help="Metrics of G_ema after each snapshot, comma-separated (fid5k, kid5k, fid50k_full, ... as in "
+                   "calc_metrics), appended to <run dir>/metric-<name>.jsonl; or none. The official default is "
+                   "fid50k_full: 50,000 generated images per snapshot, minutes on a GPU but hours on a CPU, so "
+                   "here it is asked for explicitly.")
+@click.option("--inception", metavar="PATH|URL", default=None,
+              help="Inception detector file for --metrics FID/KID/IS (default: the official file from the cache).")
+@click.option("--vgg16", metavar="PATH|URL", default=None,
+              help="VGG16 detector file for --metrics PR/PPL (default: the official file from the cache).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 @click.option("-n", "--dry-run", is_flag=True, help="Print the training options and exit.")
 # Dataset.
@@ -68,8 +75,9 @@ def _metrics(ctx, param, value):
                                       "uninterrupted one bit for bit (CPU).")
 @bool_option("--fp32", help="Disable mixed precision on CUDA (CPU training is always fp32).")
 @user_errors
-def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cfg, gamma, kimg, batch, aug, p, target,
-              augpipe, cbase, cmax, map_layers, resume, kimg_per_tick, workers, device, deterministic, fp32):
+def train_cmd(outdir, gpus, snap, metrics, inception, vgg16, seed, dry_run, data, cond, mirror, cfg, gamma, kimg, batch,
+              aug, p, target, augpipe, cbase, cmax, map_layers, resume, kimg_per_tick, workers, device, deterministic,
+              fp32):
     """Train a StyleGAN2-ADA model (official train.py flags).
 
     \b
@@ -78,6 +86,7 @@ def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cf
       train.py --outdir runs --data faces32.zip --cfg cpu --resume auto       (continue after a stop)
       train.py --outdir runs --data afhq256.zip --cfg paper256 --resume ffhq256.pkl --kimg 500
       torchrun --nproc_per_node 2 scripts/train.py --outdir runs --data faces32.zip --cfg cpu
+      train.py --outdir runs --data faces32.zip --cfg cpu --metrics fid5k   (FID of every snapshot)
 
     SIGTERM or Ctrl-C finishes the current step, saves resume-state.pt in the run folder and exits 0.
     """
@@ -86,7 +95,7 @@ def train_cmd(outdir, gpus, snap, metrics, seed, dry_run, data, cond, mirror, cf
 
     res = train(outdir=outdir, data=data, cfg=cfg, gpus=gpus, batch=batch, gamma=gamma, kimg=kimg, snap=snap,
                 mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax,
-                map_layers=map_layers, resume=resume, seed=seed, metrics=metrics, kimg_per_tick=kimg_per_tick,
+                map_layers=map_layers, resume=resume, seed=seed, metrics=metrics, inception=inception, vgg16=vgg16, kimg_per_tick=kimg_per_tick,
                 workers=workers, device=device, deterministic=deterministic, fp32=fp32, dry_run=dry_run,
                 callback=cli_callback())
     if res.rank != 0:  # under torchrun every rank returns; one report is enough

@@ -9,6 +9,7 @@ weights after every step. Only rank 0 writes; rank 0's progress events reach the
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import signal
 import threading
@@ -54,7 +55,7 @@ def launched_by_torchrun() -> bool:
     return "WORLD_SIZE" in os.environ and "RANK" in os.environ
 
 
-def setup_distributed(gpus: Optional[int], device: str) -> DistInfo:
+def setup_distributed(gpus: Optional[int], device: str, timeout: Optional[datetime.timedelta] = None) -> DistInfo:
     """Processes and device: torchrun's environment when present, else one process (CUDA: spawn is the caller's)."""
     from ..utils.runtime import resolve_device, set_tf32
 
@@ -101,7 +102,8 @@ def setup_distributed(gpus: Optional[int], device: str) -> DistInfo:
         raise StyleforgeError("multi-process training supports cpu and cuda", param="device", value=device)
     info = DistInfo(rank=rank, world=world, local_rank=local_rank, device=dev)
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world)
+        kw = {"timeout": timeout} if timeout is not None else {}  # longer waits: rank 0 measuring (--metrics)
+        torch.distributed.init_process_group(backend=backend, rank=rank, world_size=world, **kw)
         info.initialized_here = True
     return info
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import os
 from dataclasses import dataclass
@@ -86,8 +87,9 @@ def train(
     if s.workers is None:  # more loader processes than spare cores only slows training down
         s = dataclasses.replace(s, workers=max(min(3, (os.cpu_count() or 1) - 1), 0))
     if s.metrics:
-        raise StyleforgeError(f"{{name}} {','.join(s.metrics)}: metrics are not available yet; use {{name}} none",
-                              param="metrics", value=s.metrics)
+        from ..metrics import check_metrics
+
+        s = dataclasses.replace(s, metrics=check_metrics(list(s.metrics)))  # an unknown name lists the valid ones
     # the run's settings, passed on unchanged to _train (here, or in each spawned process)
     run_kw = dict(outdir=outdir, data=data, settings=s, overrides=overrides)
     if not launched_by_torchrun() and (gpus or 1) > 1:
@@ -100,7 +102,9 @@ def train(
         return TrainResult.from_dict(spawn_training(
             gpus, dict(run_kw, step_callback=step_callback, snapshot_callback=snapshot_callback), callback))
     prev_det = torch.are_deterministic_algorithms_enabled()
-    dist = setup_distributed(gpus, s.device)
+    # while rank 0 measures --metrics after a snapshot the other ranks wait in their next all-reduce: allow for it
+    # (NCCL's default is 10 minutes; fid50k_full with a first pass over the reals can take longer)
+    dist = setup_distributed(gpus, s.device, timeout=datetime.timedelta(hours=3) if s.metrics else None)
     try:
         if s.deterministic:
             # CUDA has no deterministic backward of grid_sample (ADA's warp): there the flag makes every other
@@ -195,7 +199,7 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, callback: Opti
                     opts.image_snap = s.snap
         opts.workers, opts.device, opts.deterministic = s.workers, s.device, s.deterministic
         opts.fp16 = dist.device.type == "cuda" and not s.fp32
-        opts.metrics = []
+        opts.metrics = list(s.metrics or [])  # like kimg and snap: this command's choice
     else:
         opts = resolve_options(
             data=data_abs, dataset_name=probe.name, resolution=probe.resolution, num_channels=probe.num_channels,
@@ -231,6 +235,10 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, callback: Opti
         where = decision["run_dir"] or str(outdir / f"NNNNN-{opts.desc}")
         return TrainResult(run_dir=None, options=opts, planned_run_dir=where, rank=dist.rank)
 
+    # Metrics after each snapshot (rank 0): the detectors are loaded now, so a missing file stops before any work.
+    if opts.metrics:
+        snapshot_callback = _with_metrics(dist, opts, s, callback, snapshot_callback)
+
     # Run folder (rank 0 creates it; errors reach every process).
     def make() -> Dict[str, Any]:
         run_dir = decision["run_dir"] or str(make_run_dir(outdir, opts.desc))
@@ -250,8 +258,8 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, callback: Opti
     if state is not None:
         trainer.log(StyleforgeWarning(
             f"resuming from {decision['state']} at {int(state['progress']['cur_nimg']) / 1000:g} kimg (all settings "
-            "except {kimg}, {snap}, {kimg_per_tick}, {workers} and {device} come from the state)",
-            also={k: k.replace("_", " ") for k in ("kimg", "snap", "kimg_per_tick", "workers", "device")}))
+            "except {kimg}, {snap}, {kimg_per_tick}, {metrics}, {workers} and {device} come from the state)",
+            also={k: k.replace("_", " ") for k in ("kimg", "snap", "kimg_per_tick", "metrics", "workers", "device")}))
         trainer.load_state_dict(state)
         del state
     elif bundle is not None:
@@ -264,6 +272,31 @@ def _train(outdir, data, settings: TrainSettings, dist: DistInfo, callback: Opti
     return TrainResult(run_dir=run_dir, options=opts, snapshot=res.get("snapshot"), state=res.get("state"),
                        cur_nimg=res.get("cur_nimg", trainer.cur_nimg), stopped=res.get("stopped", False),
                        done=res.get("done", False), rank=dist.rank)
+
+
+def _with_metrics(dist: DistInfo, opts: TrainingOptions, s: TrainSettings, callback: Optional[Callback],
+                  snapshot_callback: Optional[Callable[[Trainer, Path], None]]):
+    """``snapshot_callback`` preceded, on rank 0, by the metrics hook (:mod:`.snapshot_metrics`)."""
+    from .snapshot_metrics import SnapshotMetrics
+
+    hooks = []
+
+    def load() -> Dict[str, Any]:
+        # seed 0, as calc_metrics uses by default: the logged value is what calc_metrics gives for the snapshot
+        hooks.append(SnapshotMetrics(opts.metrics, opts.data, inception=s.inception, vgg16=s.vgg16,
+                                     device=dist.device, callback=callback))
+        return {"error": None}
+
+    _on_main(dist, load)
+    if not hooks:
+        return snapshot_callback
+
+    def both(trainer: Trainer, snapshot: Path) -> None:
+        hooks[0](trainer, snapshot)
+        if snapshot_callback is not None:
+            snapshot_callback(trainer, snapshot)
+
+    return both
 
 
 def _check_data_matches(opts_res: int, opts_ch: int, c_dim: int, ds, cond: bool, what: str) -> None:

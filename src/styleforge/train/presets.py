@@ -176,6 +176,8 @@ class TrainSettings:
     resume: Optional[str] = None
     seed: int = 0
     metrics: Optional[List[str]] = None
+    inception: Optional[str] = None  # detector files for the metrics (None: the official files from the cache)
+    vgg16: Optional[str] = None
     kimg_per_tick: Optional[float] = None
     workers: Optional[int] = None  # None: min(3, CPUs - 1) loader processes
     device: str = "auto"
