@@ -91,6 +91,15 @@ class _BaselineG(nn.Module):
         raise NotImplementedError
 
 
+def _embedding(c_dim: int, dim: int) -> Optional[nn.Linear]:
+    """A label embedding (a one-hot label times the table), N(0, 1) like ``nn.Embedding``; None unconditional."""
+    if not c_dim:
+        return None
+    emb = nn.Linear(c_dim, dim, bias=False)
+    nn.init.normal_(emb.weight)
+    return emb
+
+
 def _sn(layer: nn.Module, on: bool) -> nn.Module:
     return nn.utils.parametrizations.spectral_norm(layer) if on else layer
 
@@ -124,7 +133,7 @@ class MLPGenerator(_BaselineG):
     def __init__(self, config: MLPConfig):
         super().__init__()
         self._init_common(config)
-        self.embed = nn.Linear(config.c_dim, config.embed_dim, bias=False) if config.c_dim else None
+        self.embed = _embedding(config.c_dim, config.embed_dim)
         dims = [config.z_dim + (config.embed_dim if config.c_dim else 0), *config.hidden]
         layers = []
         for a, b in zip(dims[:-1], dims[1:]):
@@ -146,7 +155,7 @@ class MLPDiscriminator(nn.Module):
         super().__init__()
         self.config = config
         self.c_dim = config.c_dim
-        self.embed = nn.Linear(config.c_dim, config.embed_dim, bias=False) if config.c_dim else None
+        self.embed = _embedding(config.c_dim, config.embed_dim)
         dims = [config.img_channels * config.img_resolution**2 + (config.embed_dim if config.c_dim else 0),
                 *reversed(config.hidden)]
         layers = []
@@ -220,7 +229,7 @@ class DCGANGenerator(_BaselineG):
         super().__init__()
         self._init_common(config)
         R = config.img_resolution
-        self.embed = nn.Linear(config.c_dim, config.embed_dim, bias=False) if config.c_dim else None
+        self.embed = _embedding(config.c_dim, config.embed_dim)
         in_dim = config.z_dim + (config.embed_dim if config.c_dim else 0)
         ch = _channels(config.ngf, 4, R)
         layers = [nn.ConvTranspose2d(in_dim, ch, 4, 1, 0, bias=False), BatchNorm(ch), nn.ReLU(True)]
@@ -231,7 +240,7 @@ class DCGANGenerator(_BaselineG):
             ch, res = nxt, res * 2
         layers += [nn.ConvTranspose2d(ch, config.img_channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        self.apply(_dcgan_init)
+        self.net.apply(_dcgan_init)
 
     def synthesize(self, z, c):
         x = torch.cat([z, self.embed(c)], dim=1) if self.embed is not None else z
@@ -248,7 +257,7 @@ class DCGANDiscriminator(nn.Module):
         self.c_dim = config.c_dim
         R = config.img_resolution
         sn = config.spectral_norm
-        self.embed = nn.Linear(config.c_dim, R * R, bias=False) if config.c_dim else None
+        self.embed = _embedding(config.c_dim, R * R)
         ch = _channels(config.ndf, R // 2, R)
         layers = [_sn(nn.Conv2d(config.img_channels + (1 if config.c_dim else 0), ch, 4, 2, 1), sn),
                   nn.LeakyReLU(0.2, True)]
@@ -260,7 +269,8 @@ class DCGANDiscriminator(nn.Module):
             ch, res = nxt, res // 2
         self.features = nn.Sequential(*layers)
         self.out = _sn(nn.Conv2d(ch, 1, 4, 1, 0), sn)
-        self.apply(_dcgan_init)
+        self.features.apply(_dcgan_init)
+        self.out.apply(_dcgan_init)
 
     def forward(self, img, c=None, return_features: bool = False):
         c = labels_as_onehot(c, self.c_dim, img.shape[0], img.device)
@@ -330,7 +340,7 @@ class StyleDCGANGenerator(_BaselineG):
         super().__init__()
         self._init_common(config)
         R = config.img_resolution
-        self.embed = nn.Linear(config.c_dim, config.embed_dim, bias=False) if config.c_dim else None
+        self.embed = _embedding(config.c_dim, config.embed_dim)
         dims = [config.z_dim + (config.embed_dim if config.c_dim else 0)] + [config.w_dim] * config.map_layers
         self.mapping = nn.Sequential(*[FullyConnectedLayer(a, b, activation="lrelu", lr_multiplier=0.01)
                                        for a, b in zip(dims[:-1], dims[1:])])
@@ -415,7 +425,7 @@ class ProGANGenerator(_BaselineG, _Progressive):
         super().__init__()
         self._init_common(config)
         self._init_stage(config)
-        self.embed = nn.Linear(config.c_dim, config.embed_dim, bias=False) if config.c_dim else None
+        self.embed = _embedding(config.c_dim, config.embed_dim)
         in_dim = config.z_dim + (config.embed_dim if config.c_dim else 0)
         ch4 = _pg_channels(config, 4)
         self.fc = FullyConnectedLayer(in_dim, ch4 * 16, activation="lrelu")
