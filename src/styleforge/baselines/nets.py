@@ -382,8 +382,8 @@ class ProGANConfig(ConfigBase):
     c_dim: int = 0
     img_resolution: int = 32
     img_channels: int = 1
-    channel_base: int = 2048  # channels at resolution r: min(channel_base / r, channel_max)
-    channel_max: int = 128
+    channel_base: int = 1024  # channels at resolution r: min(channel_base / r, channel_max) (CPU-sized)
+    channel_max: int = 64
     mbstd_group_size: int = 4  # D only
     embed_dim: int = 32  # G's label embedding (conditional only)
 
