@@ -184,17 +184,15 @@ class DCGANConfig(ConfigBase):
     c_dim: int = 0
     img_resolution: int = 32
     img_channels: int = 1
-    ngf: int = 64  # G's channels at the last hidden resolution (doubling per halving, at most 8 * ngf)
+    ngf: int = 64  # G's channels at half the image resolution (doubling per halving, at most 8 * ngf)
     ndf: int = 64  # D's channels after the first layer (same rule)
-    embed_dim: int = 50  # label embedding width (conditional only)
     d_norm: str = "batch"  # batch | layer | none (a WGAN-GP critic must not use batch norm)
     spectral_norm: bool = False  # D only
 
     def validate(self) -> None:
         _check_common(self)
-        check_int("ngf", self.ngf, 1, 1024)
-        check_int("ndf", self.ndf, 1, 1024)
-        check_int("embed_dim", self.embed_dim, 1, 4096)
+        check_int("ngf", self.ngf, 2, 1024)
+        check_int("ndf", self.ndf, 2, 1024)
         check_choice("d_norm", self.d_norm, ("batch", "layer", "none"))
 
 
@@ -223,16 +221,22 @@ def _norm(kind: str, ch: int) -> nn.Module:
 
 @register_network("baselines.dcgan.generator")
 class DCGANGenerator(_BaselineG):
+    """z (and the one-hot label) each through a 4x4 transposed convolution, batch norm and ReLU, concatenated
+    (the usual cDCGAN input); then transposed convolutions up to the image."""
+
     config_class = DCGANConfig
 
     def __init__(self, config: DCGANConfig):
         super().__init__()
         self._init_common(config)
         R = config.img_resolution
-        self.embed = _embedding(config.c_dim, config.embed_dim)
-        in_dim = config.z_dim + (config.embed_dim if config.c_dim else 0)
         ch = _channels(config.ngf, 4, R)
-        layers = [nn.ConvTranspose2d(in_dim, ch, 4, 1, 0, bias=False), BatchNorm(ch), nn.ReLU(True)]
+        zc = ch // 2 if config.c_dim else ch
+        self.z_in = nn.Sequential(nn.ConvTranspose2d(config.z_dim, zc, 4, 1, 0, bias=False), BatchNorm(zc),
+                                  nn.ReLU(True))
+        self.c_in = nn.Sequential(nn.ConvTranspose2d(config.c_dim, ch - zc, 4, 1, 0, bias=False), BatchNorm(ch - zc),
+                                  nn.ReLU(True)) if config.c_dim else None
+        layers = []
         res = 4
         while res * 2 < R:
             nxt = _channels(config.ngf, res * 2, R)
@@ -240,15 +244,20 @@ class DCGANGenerator(_BaselineG):
             ch, res = nxt, res * 2
         layers += [nn.ConvTranspose2d(ch, config.img_channels, 4, 2, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
-        self.net.apply(_dcgan_init)
+        self.apply(_dcgan_init)
 
     def synthesize(self, z, c):
-        x = torch.cat([z, self.embed(c)], dim=1) if self.embed is not None else z
-        return self.net(x[:, :, None, None])
+        x = self.z_in(z[:, :, None, None])
+        if self.c_in is not None:
+            x = torch.cat([x, self.c_in(c[:, :, None, None])], dim=1)
+        return self.net(x)
 
 
 @register_network("baselines.dcgan.discriminator")
 class DCGANDiscriminator(nn.Module):
+    """The image (and the one-hot label, broadcast to image-sized maps) each through a strided 4x4 convolution and
+    leaky ReLU, concatenated; then strided convolutions down to 4x4 and a 4x4 convolution to one logit."""
+
     config_class = DCGANConfig
 
     def __init__(self, config: DCGANConfig):
@@ -257,10 +266,12 @@ class DCGANDiscriminator(nn.Module):
         self.c_dim = config.c_dim
         R = config.img_resolution
         sn = config.spectral_norm
-        self.embed = _embedding(config.c_dim, R * R)
         ch = _channels(config.ndf, R // 2, R)
-        layers = [_sn(nn.Conv2d(config.img_channels + (1 if config.c_dim else 0), ch, 4, 2, 1), sn),
-                  nn.LeakyReLU(0.2, True)]
+        xc = ch // 2 if config.c_dim else ch
+        self.x_in = nn.Sequential(_sn(nn.Conv2d(config.img_channels, xc, 4, 2, 1), sn), nn.LeakyReLU(0.2, True))
+        self.c_in = nn.Sequential(_sn(nn.Conv2d(config.c_dim, ch - xc, 4, 2, 1), sn),
+                                  nn.LeakyReLU(0.2, True)) if config.c_dim else None
+        layers = []
         res = R // 2
         while res > 4:
             nxt = _channels(config.ndf, res // 2, R)
@@ -269,15 +280,14 @@ class DCGANDiscriminator(nn.Module):
             ch, res = nxt, res // 2
         self.features = nn.Sequential(*layers)
         self.out = _sn(nn.Conv2d(ch, 1, 4, 1, 0), sn)
-        self.features.apply(_dcgan_init)
-        self.out.apply(_dcgan_init)
+        self.apply(_dcgan_init)
 
     def forward(self, img, c=None, return_features: bool = False):
         c = labels_as_onehot(c, self.c_dim, img.shape[0], img.device)
-        x = img
-        if self.embed is not None:
+        x = self.x_in(img)
+        if self.c_in is not None:
             R = self.config.img_resolution
-            x = torch.cat([x, self.embed(c).view(-1, 1, R, R)], dim=1)
+            x = torch.cat([x, self.c_in(c[:, :, None, None].expand(-1, -1, R, R))], dim=1)
         f = self.features(x)
         logits = self.out(f).flatten(1)
         return (logits, f.flatten(1)) if return_features else logits
