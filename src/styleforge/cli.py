@@ -22,6 +22,7 @@ from .commands.project import project_cmd
 from .commands.sefa import sefa_cmd
 from .commands.style_mixing import style_mixing_cmd
 from .commands.train import train_cmd
+from .commands.train_baseline import train_baseline_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,6 +46,7 @@ main.add_command(ganspace_cmd, "ganspace")
 main.add_command(style_mixing_cmd, "style-mixing")
 main.add_command(calc_metrics_cmd, "calc-metrics")
 main.add_command(evaluate_cmd, "evaluate")
+main.add_command(train_baseline_cmd, "train-baseline")
 
 if __name__ == "__main__":
     main()

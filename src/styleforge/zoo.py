@@ -31,6 +31,7 @@ Spec = Optional[Union[str, os.PathLike]]
 
 FAMILIES: Dict[str, Tuple[str, ...]] = {
     "stylegan2": ("styleforge.networks.generator", "styleforge.networks.discriminator"),
+    "baselines": ("styleforge.baselines.nets",),
 }
 """Network family -> the modules that define (and register) its archs."""
 

@@ -209,6 +209,7 @@ class TrainingOptions:
     # Networks (GeneratorConfig / DiscriminatorConfig dicts).
     G: Dict[str, Any] = field(default_factory=dict)
     D: Dict[str, Any] = field(default_factory=dict)
+    model_opts: Dict[str, Any] = field(default_factory=dict)  # the model's own settings (registry: configure)
     # Optimisation.
     lrate: float = 0.0025
     betas: Tuple[float, float] = (0.0, 0.99)

@@ -22,6 +22,14 @@ What a model must provide:
 * optional ``sample(G, z, c, opts) -> images`` for the snapshot grids (default ``G(z, c)``), and
   ``shared_buffers(G) -> [tensors]``: buffers that evolve in training and are averaged over processes after every
   step (StyleGAN2's ``w_avg``).
+* optional ``optimizer(net, module, opts) -> torch.optim.Optimizer`` for ``net`` "G" or "D" (default: the lazy-
+  regularisation Adam of StyleGAN2, from ``opts.lrate`` / ``opts.betas`` / ``opts.eps``). Its state is saved and
+  resumed like Adam's; work after each step (WGAN's weight clipping) belongs in its ``step()``.
+* optional ``intervals(opts) -> {"Gmain": n, ...}``: run a main phase only every n-th step (WGAN's n_critic: G
+  once per n critic steps). Main phases always get gain 1 (the regularisers' gain is their interval).
+* optional ``on_step(networks, cur_nimg, opts)`` before every step, with ``{"G", "D", "G_ema"}`` and the images
+  shown so far: schedules that follow training progress (ProGAN's resolution and fade-in, kept in buffers so
+  that snapshots and resume states carry them).
 """
 
 from __future__ import annotations
@@ -73,6 +81,10 @@ def _no_buffers(G: nn.Module) -> List[torch.Tensor]:
     return []
 
 
+def _no_intervals(opts: TrainingOptions) -> Dict[str, int]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Model:
     """A trainable model: see the module docstring."""
@@ -83,10 +95,16 @@ class Model:
     configure: Callable[[TrainingOptions], TrainingOptions] = _same
     sample: Callable[[nn.Module, torch.Tensor, Optional[torch.Tensor], TrainingOptions], torch.Tensor] = _call_G
     shared_buffers: Callable[[nn.Module], List[torch.Tensor]] = _no_buffers
+    optimizer: Optional[Callable[[str, nn.Module, TrainingOptions], torch.optim.Optimizer]] = None
+    intervals: Callable[[TrainingOptions], Dict[str, int]] = _no_intervals
+    on_step: Optional[Callable[[Dict[str, nn.Module], int, TrainingOptions], None]] = None
 
 
 _MODELS: Dict[str, Model] = {}
-MODEL_MODULES: Dict[str, str] = {}
+MODEL_MODULES: Dict[str, str] = {
+    **{name: "styleforge.baselines.models" for name in ("gan", "cgan", "dcgan", "cdcgan", "wgan", "wgan-gp",
+                                                        "dcgan-style", "progan")},
+}
 """Model name -> the module that registers it, imported on first use (models living outside this package)."""
 
 

@@ -146,12 +146,16 @@ class Trainer:
 
         self.phases: List[Phase] = []
         self.opt: Dict[str, torch.optim.Optimizer] = {}
+        main_intervals = self.model.intervals(opts)
         for name, module, reg_interval in [("G", self.G, opts.G_reg_interval), ("D", self.D, opts.D_reg_interval)]:
-            mb_ratio = reg_interval / (reg_interval + 1)  # lazy regularisation: compensate lr and betas
-            opt = torch.optim.Adam(module.parameters(), lr=opts.lrate * mb_ratio,
-                                   betas=tuple(b**mb_ratio for b in opts.betas), eps=opts.eps)
+            if self.model.optimizer is not None:
+                opt = self.model.optimizer(name, module, opts)
+            else:
+                mb_ratio = reg_interval / (reg_interval + 1)  # lazy regularisation: compensate lr and betas
+                opt = torch.optim.Adam(module.parameters(), lr=opts.lrate * mb_ratio,
+                                       betas=tuple(b**mb_ratio for b in opts.betas), eps=opts.eps)
             self.opt[name] = opt
-            self.phases.append(Phase(name + "main", module, opt, 1))
+            self.phases.append(Phase(name + "main", module, opt, int(main_intervals.get(name + "main", 1))))
             # an inactive regulariser (weight 0) takes no optimiser step at all
             self.phases.append(Phase(name + "reg", module, opt, reg_interval if self.loss.regularizes(name) else 0))
 
@@ -254,7 +258,7 @@ class Trainer:
             # one Gmain+Greg+Dmain+Dreg step of cifar_cond_r32 (2 rounds) by up to 9 % per tensor (median 0.3 %).
             stats = self.loss.accumulate_gradients(
                 phase.name, real_img[sl], real_c[sl] if opts.cond else None, z[sl], c[sl] if opts.cond else None,
-                gain=phase.interval)
+                gain=phase.interval if phase.name.endswith("reg") else 1)
             self._record(stats)
             if "Loss/signs/real" in stats:
                 s = stats["Loss/signs/real"]
@@ -278,6 +282,8 @@ class Trainer:
     def step(self) -> None:
         """One training iteration over the global batch: the due phases, G_ema, ADA, counters."""
         opts = self.opts
+        if self.model.on_step is not None:
+            self.model.on_step(self.networks(), self.cur_nimg, opts)
         real_img, real_c = self._next_reals()
         all_z, all_c = self._draw_latents()
         torch.manual_seed(derive_seed(opts.seed, 2, self.batch_idx, self.dist.rank))
