@@ -147,8 +147,8 @@ def _spawn_entry(rank: int, nprocs: int, port: int, kwargs: Dict[str, Any], queu
     try:
         r = train(gpus=None, callback=_QueueCallback(queue), **kwargs)
     except StyleforgeError as e:
-        if rank == 0:
-            queue.put(("error", error_fields(e)))
+        # every rank reports: the parent stops at the first process that exits, and it may be any rank
+        queue.put(("error", error_fields(e)))
         sys.exit(1)
     if rank == 0:
         queue.put(("result", r.to_dict()))
@@ -173,7 +173,7 @@ def spawn_training(nprocs: int, kwargs: Dict[str, Any], callback: Optional[Callb
                 if callback is not None:
                     callback(payload)
             else:
-                got[kind] = payload
+                got.setdefault(kind, payload)
 
     def forward(signum, frame):
         for proc in pc.processes:
