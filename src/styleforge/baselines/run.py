@@ -4,7 +4,8 @@ One call prepares the data (``data="mnist"``: :func:`.mnist.mnist_dataset`), che
 labels, resolution: one-line StyleforgeErrors), and runs :func:`styleforge.train.loop.train` with the model, one tick
 per epoch and no augmentation. The run folder is the trainer's (``<outdir>/<id>-<desc>/``): per-epoch sample grids
 ``fakes<kimg>.png`` and their GIF ``fakes.gif``, ``stats.jsonl`` (TensorBoard events when tensorboard is
-installed; otherwise the run says so in one note), snapshots and ``resume-state.pt`` (SIGTERM saves; ``resume="auto"`` continues exactly); this module adds
+installed; otherwise the run says so in one note), snapshots and ``resume-state.pt`` (SIGTERM saves;
+``resume="auto"`` continues exactly); this module adds
 ``losses.png`` (G and D loss per epoch, when matplotlib is installed) and ``G.safetensors`` (the generator alone,
 for ``generate.py --network``) at every snapshot.
 """

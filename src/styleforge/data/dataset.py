@@ -43,8 +43,8 @@ class ImageDataset(torch.utils.data.Dataset):
     * Labels come from ``dataset.json`` when it has them; otherwise, with ``folder_labels=True``, from
       first-level class subfolders (an error if an image is not in one); with ``folder_labels="auto"`` from class
       subfolders only when the dataset has no ``dataset.json`` at all and every image sits in one of at least two
-      first-level subfolders (an ImageFolder), else none. Int labels are returned one-hot, float vectors as they are. Without labels
-      (or with ``use_labels=False``) the label is an empty float32 array.
+      first-level subfolders (an ImageFolder), else none. Int labels are returned one-hot, float vectors as they
+      are. Without labels (or with ``use_labels=False``) the label is an empty float32 array.
     * ``max_size`` keeps a random subset (``numpy.random.RandomState(random_seed)``, kept in sorted order);
       ``xflip=True`` then appends a horizontally mirrored copy of every image (so ``len`` doubles).
     * Picklable for DataLoader workers: a zip is opened lazily, once per process.
