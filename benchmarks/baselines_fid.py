@@ -82,13 +82,15 @@ def run_info(network: Path) -> dict:
     info.update(epochs=round(row["Progress/kimg"]["mean"] * 1000 / opts["num_images"], 2),
                 wall_s=round(sum(r["Timing/sec_per_tick"]["mean"] for r in ticks), 1),
                 batch=opts["batch"], model_opts=opts.get("model_opts"))
+    n_critic = int((opts.get("model_opts") or {}).get("n_critic", 1))
+    info["G_steps"] = int(round(row["Progress/kimg"]["mean"] * 1000 / opts["batch"] / n_critic))
     return info
 
 
 def entropy_ratio(pred: np.ndarray) -> float:
     share = np.bincount(pred, minlength=10) / max(len(pred), 1)
     nz = share[share > 0]
-    return float(-(nz * np.log(nz)).sum() / math.log(10))
+    return max(0.0, float(-(nz * np.log(nz)).sum() / math.log(10)))
 
 
 def main():
@@ -213,14 +215,16 @@ def markdown(out: dict) -> str:
     def f(v, fmt):
         return "—" if v is None else format(v, fmt)
 
-    lines = ["| model | epochs | wall time | FID ↓ | KID ↓ | class agreement | class entropy | rarest class |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | epochs | G steps | wall time | FID ↓ | KID ↓ | class agreement | class entropy "
+             "| rarest class |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in out["rows"]:
         wall = f"{r['wall_s'] / 60:.1f} min" if r.get("wall_s") is not None else "—"
-        lines.append(f"| {r['model']} | {f(r.get('epochs'), 'g')} | {wall} | {r['fid']:.2f} | {r['kid']:.3f} | "
+        lines.append(f"| {r['model']} | {f(r.get('epochs'), '.1f')} | {f(r.get('G_steps'), 'd')} | {wall} | "
+                     f"{r['fid']:.2f} | {r['kid']:.3f} | "
                      f"{f(r['agreement'], '.3f')} | {r['class_entropy']:.3f} | {r['min_class_share']:.3f} |")
     fl = out["floor"]
-    lines.append(f"| *real digits (floor)* | | | {fl['fid']:.2f} | {fl['kid']:.3f} | "
+    lines.append(f"| *real digits (floor)* | | | | {fl['fid']:.2f} | {fl['kid']:.3f} | "
                  f"{fl['agreement']:.3f} | {fl['class_entropy']:.3f} | {fl['min_class_share']:.3f} |")
     return "\n".join(lines) + "\n"
 
