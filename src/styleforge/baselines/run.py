@@ -4,7 +4,8 @@ One call prepares the data (``data="mnist"``: :func:`.mnist.mnist_dataset`), che
 labels, resolution: one-line StyleforgeErrors), and runs :func:`styleforge.train.loop.train` with the model, one tick
 per epoch and no augmentation. The run folder is the trainer's (``<outdir>/<id>-<desc>/``): per-epoch sample grids
 ``fakes<kimg>.png`` and their GIF ``fakes.gif``, ``stats.jsonl`` (TensorBoard events when tensorboard is
-installed), snapshots and ``resume-state.pt`` (SIGTERM saves; ``resume="auto"`` continues exactly); this module adds
+installed; otherwise the run says so in one note), snapshots and ``resume-state.pt`` (SIGTERM saves;
+``resume="auto"`` continues exactly); this module adds
 ``losses.png`` (G and D loss per epoch, when matplotlib is installed) and ``G.safetensors`` (the generator alone,
 for ``generate.py --network``) at every snapshot.
 """
@@ -45,7 +46,7 @@ def _check_model(model: str) -> None:
 
 def prepare_data(data: str, model: str, resolution: Optional[int], cond: bool):
     """(dataset path, resolution, number of images, whether conditional) for a run, with one-line errors."""
-    from ..data.dataset import ImageDataset
+    from ..data.dataset import open_dataset
     from .models import BASELINES, check_resolution
 
     conditional = cond or BASELINES[model].conditional
@@ -59,7 +60,7 @@ def prepare_data(data: str, model: str, resolution: Optional[int], cond: bool):
         if not Path(data).exists():
             raise StyleforgeError(f"{data}: no such dataset; give mnist, a zip or a folder of images", param="data")
         path = str(Path(data).resolve())
-    ds = ImageDataset(path, use_labels=True)
+    ds = open_dataset(path, cond=True)  # labels from dataset.json or an ImageFolder's class subfolders
     try:
         if resolution is not None and ds.resolution != int(resolution):
             check_resolution(model, int(resolution))
@@ -76,6 +77,16 @@ def prepare_data(data: str, model: str, resolution: Optional[int], cond: bool):
         return path, ds.resolution, len(ds), conditional
     finally:
         ds.close()
+
+
+def tensorboard_missing() -> Optional[str]:
+    """The one line a run prints when TensorBoard scalars are off because tensorboard is not installed (else None)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except Exception:  # noqa: BLE001 - ImportError, or a broken install
+        return ("TensorBoard scalars are off: tensorboard is not installed (pip install tensorboard); "
+                "stats.jsonl and losses.png have the same numbers")
+    return None
 
 
 def plot_losses(run_dir: Path) -> Optional[Path]:
@@ -158,6 +169,9 @@ def train_baseline(
     if spectral_norm:
         overrides["D"] = {"spectral_norm": True}
     note = reporter(callback).note
+    missing = tensorboard_missing()
+    if missing:
+        note(missing)
 
     def on_snapshot(trainer, snapshot: Path) -> None:
         save_networks(trainer.run_dir / GENERATOR_NAME, {"G_ema": trainer.G_ema},

@@ -41,8 +41,10 @@ class ImageDataset(torch.utils.data.Dataset):
     * Any folder or zip of images works; files are listed recursively in sorted order. All images must be
       square, of one power-of-two size and one channel count (checked from the file headers up front).
     * Labels come from ``dataset.json`` when it has them; otherwise, with ``folder_labels=True``, from
-      first-level class subfolders. Int labels are returned one-hot, float vectors as they are. Without labels
-      (or with ``use_labels=False``) the label is an empty float32 array.
+      first-level class subfolders (an error if an image is not in one); with ``folder_labels="auto"`` from class
+      subfolders only when the dataset has no ``dataset.json`` at all and every image sits in one of at least two
+      first-level subfolders (an ImageFolder), else none. Int labels are returned one-hot, float vectors as they
+      are. Without labels (or with ``use_labels=False``) the label is an empty float32 array.
     * ``max_size`` keeps a random subset (``numpy.random.RandomState(random_seed)``, kept in sorted order);
       ``xflip=True`` then appends a horizontally mirrored copy of every image (so ``len`` doubles).
     * Picklable for DataLoader workers: a zip is opened lazily, once per process.
@@ -56,7 +58,7 @@ class ImageDataset(torch.utils.data.Dataset):
         max_size: Optional[int] = None,
         xflip: bool = False,
         random_seed: int = 0,
-        folder_labels: bool = False,
+        folder_labels: Union[bool, str] = False,
     ):
         self.path = Path(path)
         self._files = Files(self.path, "path", "the dataset path")
@@ -139,13 +141,20 @@ class ImageDataset(torch.utils.data.Dataset):
         self._shape = [len(first[3]), first[2], first[1]]
         return modes
 
-    def _load_labels(self, folder_labels: bool) -> Optional[np.ndarray]:
+    def _load_labels(self, folder_labels: Union[bool, str]) -> Optional[np.ndarray]:
         label_map = read_labels_json(self._files)
         where = self._files.display(DATASET_JSON)
         if label_map is None:
             if not folder_labels:
                 return None
-            classes = folder_classes(self._names, min_classes=1)
+            if folder_labels == "auto":  # an ImageFolder: no dataset.json, every image in a class subfolder
+                if self._files.exists(DATASET_JSON):
+                    return None
+                classes = folder_classes(self._names, min_classes=2)
+                if classes is None:
+                    return None
+            else:
+                classes = folder_classes(self._names, min_classes=1)
             if classes is None:
                 raise StyleforgeError(
                     f"{self.path}: folder labels need every image in a first-level class subfolder "
@@ -264,5 +273,6 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def open_dataset(path: PathLike, cond: bool = True, mirror: bool = False) -> ImageDataset:
-    """The training view of a dataset: labels when ``cond``, mirrored copies appended when ``mirror``."""
-    return ImageDataset(path, use_labels=cond, xflip=mirror)
+    """The training view of a dataset: labels when ``cond`` (from ``dataset.json``, or the class subfolders of an
+    ImageFolder: ``folder_labels="auto"``), mirrored copies appended when ``mirror``."""
+    return ImageDataset(path, use_labels=cond, xflip=mirror, folder_labels="auto")
