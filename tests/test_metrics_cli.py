@@ -177,7 +177,7 @@ def test_calc_metrics_names_a_data_set_too_small_for_the_metric(files, tmp_path)
     tiny = png_folder(tmp_path / "one", 1, 16)
     r = run(calc_metrics_cmd, ["--network", files["net"], "--data", tiny, "--metrics", KID, "--inception",
                                files["det"]])
-    assert_one_line_error(r, "KID", "1 real")
+    assert_one_line_error(r, "KID", "at least 2 real images", "has 1")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
