@@ -17,7 +17,7 @@ process, so the task's log holds the command's own output. Preemption and timeou
 the end (``--signal=USR2@90``); submitit calls :meth:`CommandTask.checkpoint`, which sends the command SIGTERM
 (training finishes its step and saves ``resume-state.pt``; the batch commands only lose the item in flight, as
 their outputs are atomic), waits for it, and hands back the task to requeue: training with ``--resume auto``,
-generate with ``--skip-existing`` (align and project skip finished outputs already). submitit requeues a job at
+generate and edit with ``--skip-existing`` (align and project skip finished outputs already). submitit requeues a job at
 most ``max_requeues`` times after a timeout (preemptions do not count).
 """
 
@@ -28,6 +28,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -37,6 +38,9 @@ from ..utils.progress import Callback, reporter
 
 SHARDABLE = ("generate", "align", "project", "edit", "calc-metrics")
 """Commands whose work is a list of items cut by ``--shard i/n`` (seeds, photos, targets, latents, metrics)."""
+
+SKIP_FLAGS = {"generate": "--skip-existing", "edit": "--skip-existing"}
+"""The flag that makes a requeued batch command pass over finished outputs (align and project do by default)."""
 
 EXECUTORS = ("slurm", "local")
 
@@ -172,6 +176,14 @@ def _ignore_preemption_signal() -> None:  # in the child, before exec: SIG_IGN s
     signal.signal(preemption_signal(), signal.SIG_IGN)
 
 
+def _exited(pid: int) -> bool:
+    """Whether child ``pid`` has ended, without reaping it (so that no lock of Popen's is needed)."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped already
+        return True
+
+
 @dataclass
 class CommandTask:
     """One task of a job: ``styleforge <argv...>`` in a child process (``launcher="torchrun"``: under a torchrun
@@ -212,6 +224,10 @@ class CommandTask:
         sys.stdout.flush()
         self._proc = subprocess.Popen(cmd, preexec_fn=_ignore_preemption_signal)
         try:
+            # Waiting without Popen.wait(): submitit's signal handler runs checkpoint() in this thread, and it
+            # must be able to wait for the command while this frame is suspended (Popen.wait holds a lock).
+            while not _exited(self._proc.pid):
+                time.sleep(0.1)
             rc = self._proc.wait()
         except BaseException:  # cancelled (SIGINT) or killed: take the command down too, then go
             self._stop(timeout=10)
@@ -223,25 +239,24 @@ class CommandTask:
                                   "in this task's log")
         return {"argv": list(self.argv), "returncode": rc}
 
-    def _stop(self, timeout: float) -> Optional[int]:
+    def _stop(self, timeout: float) -> None:
         """SIGTERM to the running command (training saves its state), then wait up to ``timeout`` s."""
         proc = self._proc
-        if proc is None or proc.poll() is not None:
-            return None if proc is None else proc.returncode
+        if proc is None or _exited(proc.pid):
+            return
         proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return None
+        end = time.monotonic() + timeout
+        while not _exited(proc.pid) and time.monotonic() < end:
+            time.sleep(0.1)
 
     def requeued(self) -> "CommandTask":
-        """The task to run after a requeue: training continues its run (``--resume auto``), generate skips the
-        images that exist; the others skip finished outputs by themselves."""
+        """The task to run after a requeue: training continues its run (``--resume auto``), generate and edit get
+        ``--skip-existing`` (align and project skip finished outputs by themselves)."""
         argv = list(self.argv)
         if argv and argv[0] == "train":
             argv = _without_flag(argv, "--resume") + ["--resume", "auto"]
-        elif argv and argv[0] == "generate" and not has_flag(argv, "--skip-existing"):
-            argv.append("--skip-existing")
+        elif argv and argv[0] in SKIP_FLAGS and not has_flag(argv, SKIP_FLAGS[argv[0]]):
+            argv.append(SKIP_FLAGS[argv[0]])
         return replace(self, argv=argv, _proc=None)
 
     def checkpoint(self, *args, **kwargs):
@@ -360,6 +375,7 @@ class SubmitResult:
     tasks: List[CommandTask]
     logdir: Path
     results: Optional[List[Any]] = None  # the local executor waits: each task's result
+    jobs: List[Any] = field(default_factory=list, repr=False)  # submitit's Job objects
 
 
 def make_executor(spec: JobSpec, tasks: Sequence[CommandTask], name: str):
@@ -392,7 +408,7 @@ def submit(spec: JobSpec, tasks: Sequence[CommandTask], name: str, wait: Optiona
     ex = make_executor(spec, tasks, name)
     with ex.batch():
         jobs = [ex.submit(t) for t in tasks]
-    res = SubmitResult([str(j.job_id) for j in jobs], list(tasks), Path(spec.logdir))
+    res = SubmitResult([str(j.job_id) for j in jobs], list(tasks), Path(spec.logdir), jobs=list(jobs))
     rep.note(f"submitted {len(jobs)} task(s) of {name}: job {', '.join(res.job_ids)}; logs in {spec.logdir}")
     if wait if wait is not None else spec.executor == "local":
         res.results = []
