@@ -233,10 +233,9 @@ class CommandTask:
             self._stop(timeout=10)
             raise
         finally:
-            proc, self._proc = self._proc, None
+            self._proc = None
         if rc != 0:
-            raise StyleforgeError(f"'{self.shell_line()}' exited with code {rc} (pid {proc.pid}); its output is "
-                                  "in this task's log")
+            raise StyleforgeError(f"'{self.shell_line()}' exited with code {rc}")
         return {"argv": list(self.argv), "returncode": rc}
 
     def _stop(self, timeout: float) -> None:
@@ -417,8 +416,22 @@ def submit(spec: JobSpec, tasks: Sequence[CommandTask], name: str, wait: Optiona
                 try:
                     res.results.append(j.result())
                 except Exception as e:  # submitit's FailedJobError / UncompletedJobError
-                    last = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-                    why = last[-1].strip() if last else type(e).__name__
-                    raise StyleforgeError(f"task {j.job_id} failed ({why}); its log: {j.paths.stderr}") from None
+                    raise StyleforgeError(f"task {j.job_id} failed: {_failure(e, Path(j.paths.stderr))}; its log: "
+                                          f"{j.paths.stderr}") from None
                 advance(1)
     return res
+
+
+def _failure(e: BaseException, stderr: Path) -> str:
+    """Why a task failed, in one line: the exception its traceback ends with (submitit's message holds it),
+    and the command's own last ``error:`` line from the task's log."""
+    import re
+
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    raised = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception|Exit)\b.*?:", ln)]
+    why = re.sub(r"^[\w.]+: ", "", raised[-1]) if raised else (lines[0] if lines else type(e).__name__)
+    try:
+        own = [ln.strip() for ln in stderr.read_text(errors="replace").splitlines() if ln.startswith("error:")]
+    except OSError:
+        own = []
+    return why + (f" ({own[-1]})" if own else "")
