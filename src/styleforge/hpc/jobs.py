@@ -407,6 +407,9 @@ def submit(spec: JobSpec, tasks: Sequence[CommandTask], name: str, wait: Optiona
     ex = make_executor(spec, tasks, name)
     with ex.batch():
         jobs = [ex.submit(t) for t in tasks]
+    staging = job_folder(spec)  # submitit stages the pickles under the literal "%j" folder, then moves them
+    if staging.is_dir() and not any(staging.iterdir()):
+        staging.rmdir()
     res = SubmitResult([str(j.job_id) for j in jobs], list(tasks), Path(spec.logdir), jobs=list(jobs))
     rep.note(f"submitted {len(jobs)} task(s) of {name}: job {', '.join(res.job_ids)}; logs in {spec.logdir}")
     if wait if wait is not None else spec.executor == "local":

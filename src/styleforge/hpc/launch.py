@@ -6,6 +6,7 @@ logic of its own; ``styleforge submit`` runs the same command line through :clas
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import List, Optional
 
@@ -26,6 +27,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         if nproc is not None and (not nproc.isdigit() or int(nproc) < 1):
             raise StyleforgeError("--nproc-per-node: use a positive number", value=nproc)
         task = CommandTask(argv, launcher="torchrun", nproc_per_node=int(nproc) if nproc else 0, nnodes=0)
+        # SLURM signals every process of the step (time limit, preemption, --signal=TERM@...): torchrun and the
+        # ranks get SIGTERM themselves and save the state. This process must outlive them, or the step would end
+        # and SLURM kill what is still saving; a no-op handler (not SIG_IGN, which the child would inherit).
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
         task()
     except StyleforgeError as e:
         print(f"error: {e}", file=sys.stderr)
