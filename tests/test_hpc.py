@@ -324,3 +324,19 @@ def test_missing_file_messages_name_the_fetch_command(tmp_path):
     with pytest.raises(StyleforgeError, match="'styleforge fetch inception' does that"):
         load_detector("inception", tmp_path / "nofile.pt")
     assert "'styleforge fetch landmarks' does that" in str(fan_missing_error([("s3fd.pth", "https://x/s3fd.pth")]))
+
+
+def test_the_templates_launcher_runs_the_command_under_torchrun(tmp_path, monkeypatch, capfd):
+    from styleforge.hpc.launch import main
+    from styleforge.networks.checkpoint import save_networks
+
+    assert main([]) == 1 and main(["--nproc-per-node", "x", "train"]) == 1
+    assert "usage: python -m styleforge.hpc.launch" in capfd.readouterr().err
+    for k in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES", "SLURM_GPUS_ON_NODE", "SLURM_GPUS_PER_NODE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT / "src"))
+    net = save_networks(tmp_path / "g.safetensors", {"G_ema": tiny_generator()})
+    assert main(["--", "info", str(net)]) == 0  # one node, one process: torchrun --standalone
+    out = capfd.readouterr().out
+    assert "styleforge task:" in out and "--standalone --nnodes 1 --nproc_per_node 1 -m styleforge.cli info" in out
+    assert '"img_resolution": 16' in out
