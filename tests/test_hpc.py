@@ -116,6 +116,10 @@ def test_bad_plans_are_refused():
         plan_tasks(JobSpec(array=2), "generate", ["--shard=0/2"], work=4)
     with pytest.raises(StyleforgeError, match="local executor runs on this machine only"):
         plan_tasks(JobSpec(executor="local", nodes=2), "train", [])
+    with pytest.raises(StyleforgeError, match=r"train --gpus 8 does not match the 4 GPU\(s\) asked for \(2 node"):
+        plan_tasks(JobSpec(nodes=2, gpus_per_node=2), "train", ["--gpus", "8"])
+    (t,) = plan_tasks(JobSpec(nodes=2, gpus_per_node=2), "train", ["--gpus=4"])
+    assert (t.launcher, t.nnodes, t.nproc_per_node) == ("torchrun", 2, 2)
     with pytest.raises(StyleforgeError, match="no time before the preemption signal"):
         plan_tasks(JobSpec(time_min=1), "generate", [])
 

@@ -102,11 +102,8 @@ def submit_cmd(partition, array, nodes, gpus_per_node, gpus_per_task, cpus_per_t
     spec = JobSpec(executor=executor, partition=partition, array=array, nodes=nodes, gpus_per_node=gpus_per_node,
                    gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, time_min=parse_minutes(time_min),
                    mem=check_mem(mem) if mem is not None else None, account=account, qos=qos, logdir=logdir).check()
-    if array is not None and name not in SHARDABLE:
-        raise StyleforgeError(f"{name} cannot be sharded into an array; the batch commands are "
-                              f"{', '.join(SHARDABLE)}", param="array")
     params = inner.make_context(name, list(args[1:])).params  # the command's own checks of its flags, here
-    work = count_work(name, params) if array is not None else None
+    work = count_work(name, params) if array is not None and name in SHARDABLE else None
     check_cache_dir()
     _check_network_cached(params)
     tasks = plan_tasks(spec, name, args[1:], work)

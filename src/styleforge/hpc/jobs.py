@@ -162,6 +162,17 @@ def _without_flag(argv: Sequence[str], flag: str, takes_value: bool = True) -> L
     return out
 
 
+def _flag_value(argv: Sequence[str], flag: str) -> Optional[str]:
+    """The value of ``--flag v`` / ``--flag=v`` in ``argv`` (the last one), else None."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(flag + "="):
+            value = a.split("=", 1)[1]
+    return value
+
+
 def has_flag(argv: Sequence[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in argv)
 
@@ -283,10 +294,13 @@ def plan_tasks(spec: JobSpec, command: str, args: Sequence[str], work: Optional[
             raise StyleforgeError(f"train cannot be sharded into an array; the batch commands are "
                                   f"{', '.join(SHARDABLE)} (train on several GPUs with --nodes / --gpus-per-node)",
                                   param="array")
-        gpus = spec.gpus_per_node or 1
+        gpus = spec.gpus_per_node or spec.gpus_per_task or 1  # one SLURM task per node: the same here
+        given = _flag_value(args, "--gpus")
+        if given is not None and given != str(spec.nodes * gpus):
+            raise StyleforgeError(f"train --gpus {given} does not match the {spec.nodes * gpus} GPU(s) asked for "
+                                  f"({spec.nodes} node(s) x {gpus}); drop --gpus (torchrun's process count is used)",
+                                  param="gpus_per_node")
         if spec.nodes > 1 or gpus > 1:
-            if has_flag(args, "--gpus") and spec.nodes > 1:
-                args = _without_flag(args, "--gpus")  # torchrun's world size is the count
             return [CommandTask(["train", *args], launcher="torchrun", nproc_per_node=gpus, nnodes=spec.nodes)]
         return [CommandTask(["train", *args])]
     if spec.nodes > 1:
