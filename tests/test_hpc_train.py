@@ -41,14 +41,14 @@ def test_two_process_training_preempted_requeued_and_resumed_ends_bit_identical(
     for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONPATH"):
         monkeypatch.setenv(k, SUB_ENV[k])
     args = ["--data", str(data["digits"]), "--cfg", "cpu", "--cbase", "256", "--cmax", "32", "--batch", "8",
-            "--kimg", "0.064", "--kimg-per-tick", "0.016", "--snap", "100", "--workers", "0", "--deterministic",
+            "--kimg", "0.096", "--kimg-per-tick", "0.016", "--snap", "100", "--workers", "0", "--deterministic",
             "--device", "cpu", "--seed", "5"]
     spec = JobSpec(executor="local", gpus_per_node=2, time_min=30, logdir=str(tmp_path / "jobs"))
     (task,) = plan_tasks(spec, "train", ["--outdir", str(tmp_path / "ref")] + args)
     assert task.launcher == "torchrun" and task.nproc_per_node == 2
     task()  # uninterrupted, in this process (the task runs torchrun as a child)
     (ref_state,) = (tmp_path / "ref").glob("*/resume-state.pt")
-    assert load_state_file(ref_state)["progress"]["cur_nimg"] == 64
+    assert load_state_file(ref_state)["progress"]["cur_nimg"] == 96
 
     out = tmp_path / "pre"
     tasks = plan_tasks(spec, "train", ["--outdir", str(out)] + args)

@@ -64,11 +64,10 @@ def expand(names: Sequence[str]) -> List[str]:
         elif low in KNOWN_FILES or low == "landmarks":
             items = [low]
         else:
-            raise StyleforgeError(f"{name}: not a known file; fetch one of {', '.join(fetchable())} or a URL",
-                                  param="names", label="name")
+            raise StyleforgeError(f"{name}: not a known file; fetch one of {', '.join(fetchable())} or a URL")
         out += [i for i in items if i not in out]
     if not out:
-        raise StyleforgeError("name at least one file to fetch: " + ", ".join(fetchable()), param="names")
+        raise StyleforgeError("name at least one file to fetch: " + ", ".join(fetchable()))
     return out
 
 

@@ -111,7 +111,8 @@ def parse_minutes(text) -> int:
     s = str(text).strip()
     m = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", s)
     if not m or int(m.group(2) or 0) < 0:
-        raise StyleforgeError("use minutes (90) or [D-]HH:MM[:SS] (1-12:00:00)", param="time", value=repr(text))
+        raise StyleforgeError("use minutes (90) or [D-]HH:MM[:SS] (1-12:00:00)", param="time_min", label="time",
+                              value=repr(text))
     days, a, b, c = (int(g) if g else None for g in m.groups())
     if days is not None:  # D-HH[:MM[:SS]]
         secs = days * 86400 + a * 3600 + (b or 0) * 60 + (c or 0)
@@ -123,7 +124,7 @@ def parse_minutes(text) -> int:
         secs = a * 60
     minutes = -(-secs // 60)
     if minutes < 1:
-        raise StyleforgeError("must be at least one minute", param="time", value=repr(text))
+        raise StyleforgeError("must be at least one minute", param="time_min", label="time", value=repr(text))
     return minutes
 
 
