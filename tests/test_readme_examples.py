@@ -279,6 +279,36 @@ def small_metric_specs(monkeypatch):
         monkeypatch.setitem(METRICS, small.name, small)
 
 
+def _submit_here(argv: List[str]) -> List[str]:
+    """``styleforge submit ... -- COMMAND ARGS`` without SLURM: print the sbatch script instead (``--dry-run``; the
+    local executor runs as written). The inner command's inputs get their stand-ins (submit counts their work)."""
+    i = argv.index("--")
+    if "--executor" not in argv[:i] and "--dry-run" not in argv[:i]:
+        argv = argv[:i] + ["--dry-run"] + argv[i:]
+        i += 1
+    inner = main_commands()[argv[i + 1]]
+    for v in _inputs(inner, argv[i + 2:]):
+        if v in STAND_INS:
+            _make(v)
+    return argv
+
+
+def _fetch_stand_ins(argv: List[str]) -> List[str]:
+    """``styleforge fetch NAME...`` offline: the stand-ins are put in the cache first, so fetch finds them there."""
+    from styleforge.perceptual import save_detector_standin
+    from styleforge.utils.cache import KNOWN_FILES, cache_dir
+
+    for name in argv[2:]:
+        target = cache_dir() / KNOWN_FILES[name].filename
+        if name in ("vgg16", "inception") and not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            save_detector_standin(target)
+        elif name in STAND_INS:
+            _make(name)
+        assert target.is_file(), f"styleforge fetch {name}: no stand-in for it in tests/test_readme_examples.py"
+    return argv
+
+
 # Examples that would run for hours as written: (text in the README line, how it is run here, why).
 ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
     ("scripts/project.py", lambda a: a + ["--num-steps", "3"], "1000 steps by default"),
@@ -295,6 +325,9 @@ ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
     ("--components 80", lambda a: [{"80": "16"}.get(t, t) for t in a], "the stand-in network's W has 32 dimensions"),
     ("scripts/calc_metrics.py", _small_metrics, "50,000 or 5,000 images per metric; 16 show the same path"),
     ("scripts/evaluate.py", _small_metrics, "5,000 images per metric and generator; 16 show the same path"),
+    ("styleforge submit", _submit_here, "no SLURM here: submissions print their sbatch script (the local executor "
+     "runs as written)"),
+    ("styleforge fetch", _fetch_stand_ins, "no internet here: the cache already holds stand-ins, which fetch finds"),
 ]
 
 # Examples that fail for a known reason being fixed elsewhere: (text in the README line -> reason). Strict: an entry
@@ -316,7 +349,20 @@ def _all_faces_dropped_the_patch(out: str) -> None:
     assert re.search(r"warning: .*carol\.png: dropped a detection .* score 0\.1\d", out), out
 
 
+def _two_node_sbatch(out: str) -> None:
+    for flag in ("#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=1", "#SBATCH --gpus-per-node=8",
+                 "#SBATCH --signal=USR2@90", "#SBATCH --requeue"):
+        assert flag in out, (flag, out)
+
+
+def _local_array_ran(out: str) -> None:
+    assert len(list(Path("out/local").glob("seed*.png"))) == 8, out
+    assert sorted(p.name for p in Path("out/local").glob("ws-*.npz")) == ["ws-shard0of2.npz", "ws-shard1of2.npz"]
+
+
 CHECKS: List[Tuple[str, Callable[[str], None]]] = [
+    ("--nodes 2 --gpus-per-node 8", _two_node_sbatch),
+    ("--executor local --array 2", _local_array_ran),
     ("--mirror 1", _mirror_resolved),
     ("--all-faces", _all_faces_dropped_the_patch),
     ("torchrun", _two_processes),

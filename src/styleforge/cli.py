@@ -14,6 +14,7 @@ from .commands.convert import convert_cmd, info_cmd
 from .commands.dataset import dataset_tool_cmd
 from .commands.edit import edit_cmd
 from .commands.evaluate import evaluate_cmd
+from .commands.fetch import fetch_cmd
 from .commands.ganspace import ganspace_cmd
 from .commands.generate import generate_cmd
 from .commands.interpolate import interpolate_cmd
@@ -21,6 +22,7 @@ from .commands.learn_direction import learn_direction_cmd
 from .commands.project import project_cmd
 from .commands.sefa import sefa_cmd
 from .commands.style_mixing import style_mixing_cmd
+from .commands.submit import submit_cmd
 from .commands.train import train_cmd
 from .commands.train_baseline import train_baseline_cmd
 
@@ -47,6 +49,8 @@ main.add_command(style_mixing_cmd, "style-mixing")
 main.add_command(calc_metrics_cmd, "calc-metrics")
 main.add_command(evaluate_cmd, "evaluate")
 main.add_command(train_baseline_cmd, "train-baseline")
+main.add_command(submit_cmd, "submit")
+main.add_command(fetch_cmd, "fetch")
 
 if __name__ == "__main__":
     main()

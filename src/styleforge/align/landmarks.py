@@ -198,6 +198,11 @@ def _fan_urls() -> Dict[str, str]:
     return urls
 
 
+def fan_urls() -> Dict[str, str]:
+    """The URLs of face-alignment's weight files (``s3fd``, ``2DFAN-4``), as the installed package names them."""
+    return _fan_urls()
+
+
 def fan_checkpoint_dir() -> Path:
     """Where face-alignment (through torch.hub) looks for its weights: ``$TORCH_HOME/hub/checkpoints``."""
     import torch.hub
@@ -222,7 +227,8 @@ def fan_missing_error(missing: List[Tuple[str, str]]) -> StyleforgeError:
     """The error for face-alignment weight files that are not there: which file goes where, from which URL."""
     files = ", ".join(f"{n} ({u})" for n, u in missing)
     return StyleforgeError(f"face-alignment weights not found: download {files} and put them in "
-                           f"{fan_checkpoint_dir()} (set TORCH_HOME to use another folder), or use {{detector}} dlib",
+                           f"{fan_checkpoint_dir()} (set TORCH_HOME to use another folder; 'styleforge fetch "
+                           "landmarks' does that), or use {detector} dlib",
                            also={"detector": "the detector"})
 
 

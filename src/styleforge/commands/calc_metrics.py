@@ -113,9 +113,11 @@ def training_data(extra: dict, run_dir: Optional[Path]) -> Optional[str]:
 @metric_flags
 @click.option("--outdir", type=click.Path(file_okay=False), default=None,
               help="Append metric-<name>.jsonl here. Default: the network's run folder, if it sits in one.")
+@click.option("--shard", default=None, metavar="i/n",
+              help="Compute shard i of n of the --metrics list (default: from SLURM array vars).")
 @user_errors
 def calc_metrics_cmd(network, data, metrics, resize, inception, vgg16, allow_download, device, seed, batch,
-                     truncation_psi, outdir):
+                     truncation_psi, outdir, shard):
     """Compute quality metrics of a network against real images (official calc_metrics.py flags).
 
     \b
@@ -125,17 +127,22 @@ def calc_metrics_cmd(network, data, metrics, resize, inception, vgg16, allow_dow
       calc_metrics.py --network faces32 --data faces/ --metrics fid5k --inception inception-2015-12-05.pt
 
     Each result prints as one JSON line and is appended to metric-<name>.jsonl in the network's run folder (or
-    --outdir). Real-image statistics are cached, so a second run on the same data is quicker.
+    --outdir). Real-image statistics are cached, so a second run on the same data is quicker. With --shard i/n
+    (or in a SLURM array) only the i-th of n slices of the metric list is computed: each metric's result does not
+    depend on which others run with it.
     """
     from .. import zoo
     from ..errors import StyleforgeError
     from ..metrics import append_jsonl, calc_metric, metric_spec
     from ..utils.fileio import ensure_outdir
     from ..utils.perf import tune_cpu_allocator
-    from ..utils.runtime import check_outdir
+    from ..utils.runtime import check_outdir, parse_shard, shard_items
     from .progress import cli_callback
 
-    names = split_metrics(metrics)
+    names = list(shard_items(split_metrics(metrics), parse_shard(shard)))
+    if not names:
+        click.echo("nothing to compute: this shard has no metrics", err=True)
+        return
     callback = cli_callback()
     if outdir is not None:
         check_outdir(outdir)

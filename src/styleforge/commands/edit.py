@@ -90,9 +90,12 @@ strengths_option = click.option("--strengths", type=FloatListParam(), default=DE
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
 @device_option
 @allow_download_option
+@click.option("--shard", default=None, metavar="i/n", help="Edit shard i of n of the inputs (default: from SLURM "
+                                                             "array vars).")
+@click.option("--skip-existing", is_flag=True, help="Do not redo inputs whose files exist (resume).")
 @user_errors
 def edit_cmd(network, w_files, seeds, truncation_psi, class_idx, direction, conditions, strengths, layers, outdir,
-             video, fps, noise_mode, batch_size, device, allow_download):
+             video, fps, noise_mode, batch_size, device, allow_download, shard, skip_existing):
     """Edit latents along a direction: a strip PNG, a GIF/MP4 sweep and the edited latents per input.
 
     \b
@@ -108,12 +111,13 @@ def edit_cmd(network, w_files, seeds, truncation_psi, class_idx, direction, cond
     from ..directions.render import seeds_to_ws
     from ..errors import StyleforgeError
     from ..latents import load_ws
-    from ..utils.runtime import check_outdir
+    from ..utils.runtime import check_outdir, parse_shard
     from .progress import cli_callback
 
     if not w_files and seeds is None:
         raise StyleforgeError("nothing to edit: give --w FILE.npz (e.g. projected_w.npz) or --seeds")
     check_strengths(strengths)
+    shard = parse_shard(shard)
     check_outdir(outdir)
     d = load_direction(direction)
     conds = [load_direction(c) for c in conditions]
@@ -132,6 +136,14 @@ def edit_cmd(network, w_files, seeds, truncation_psi, class_idx, direction, cond
         labels += [f"seed {s}" for s in seeds]
     res = edit_latents(G, np.concatenate(parts), d, strengths, outdir, layers=layers, labels=labels, video=video,
                        fps=fps, noise_mode=noise_mode, batch_size=batch_size, callback=cli_callback(),
-                       info={"network": str(net_path), "truncation_psi": truncation_psi if seeds is not None else None})
-    click.echo(f"wrote {len(res.strips)} edit(s) x {len(strengths)} strengths to {res.outdir}: edit00.png"
-               + (f", edit00.{res.video_format}" if res.videos else "") + ", edit00_s*.npz, edit.json")
+                       info={"network": str(net_path), "truncation_psi": truncation_psi if seeds is not None else None},
+                       shard=shard, skip_existing=skip_existing)
+    if not res.strips:
+        what = f"all {len(res.skipped)} input(s) of this shard were done already" if res.skipped else \
+            "this shard has no inputs"
+        click.echo(f"nothing to write: {what}")
+        return
+    first = res.strips[0].stem
+    click.echo(f"wrote {len(res.strips)} edit(s) x {len(strengths)} strengths to {res.outdir}: {first}.png"
+               + (f", {first}.{res.video_format}" if res.videos else "") + f", {first}_s*.npz, {res.manifest.name}"
+               + (f" ({len(res.skipped)} already there, skipped)" if res.skipped else ""))

@@ -93,7 +93,7 @@ def load_detector(kind: str, spec: Optional[Union[str, os.PathLike]] = None, all
     (None: the official file, from the cache, or downloaded from NVIDIA when ``allow_download`` or
     ``STYLEFORGE_ALLOW_DOWNLOAD=1``; a download is reported to ``callback``). Returns a frozen, eval-mode
     :class:`Detector` on ``device``."""
-    from ..utils.cache import KNOWN_FILES, cache_dir, resolve_file
+    from ..utils.cache import KNOWN_FILES, cache_dir, fetch_command, resolve_file
 
     if kind not in DETECTOR_KINDS:
         raise StyleforgeError(f"{kind}: unknown detector; choose one of {', '.join(DETECTOR_KINDS)}")
@@ -110,7 +110,8 @@ def load_detector(kind: str, spec: Optional[Union[str, os.PathLike]] = None, all
         else:
             raise StyleforgeError(
                 f"{p}: no such file; {{{kind}}} must be NVIDIA's {known.filename} (put it at "
-                f"{cache_dir() / known.filename}, or allow the download from {known.url})",
+                f"{cache_dir() / known.filename}: '{fetch_command(kind)}' does that, or allow the download from "
+                f"{known.url})",
                 also={kind: f"the {kind} detector file"},
             )
     try:

@@ -38,6 +38,7 @@ import torch
 from ..errors import MissingNetworkError, StyleforgeError, StyleforgeWarning
 from ..images import find_images, read_image, unique_keys
 from ..perceptual import DiscriminatorFeatures, FeatureNet, PixelLoss, VGG16LPIPS, psnr, ssim
+from ..utils.cache import fetch_command
 from ..utils.fileio import ensure_outdir, finished_record, save_image, save_json, save_npz
 from ..utils.progress import Callback, Reporter, reporter
 from ..utils.runtime import check_outdir, resolve_device, shard_items
@@ -146,8 +147,8 @@ def build_feature_net(
     if loss is None and chosen == "discriminator":
         rep.note(StyleforgeWarning(
             f"{VGG16LPIPS.cached_path().name} not found (looked for {VGG16LPIPS.cached_path()}); using {{loss}} "
-            f"discriminator instead of the official VGG16 LPIPS loss (get it from {VGG16LPIPS.url()} or pass "
-            "{allow_download})", also={"loss": "loss", "allow_download": "allow_download=True"}))
+            f"discriminator instead of the official VGG16 LPIPS loss (get it with '{fetch_command('vgg16')}', "
+            f"from {VGG16LPIPS.url()}, or pass {{allow_download}})", also={"loss": "loss", "allow_download": "allow_download=True"}))
     if chosen == "vgg":
         net: FeatureNet = VGG16LPIPS(vgg, allow_download, callback=rep)
     elif chosen == "discriminator":

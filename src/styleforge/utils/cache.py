@@ -48,7 +48,33 @@ KNOWN_FILES: Dict[str, KnownFile] = {
     "inception": KnownFile(
         f"{_NV}/metrics/inception-2015-12-05.pt", "inception-2015-12-05.pt", what="Inception-v3 FID features"
     ),
+    # OpenAI's CLIP ViT-B/32 (TorchScript archive; its URL carries its sha256, which OpenAI's own loader checks)
+    "clip": KnownFile(
+        "https://openaipublic.azureedge.net/clip/models/"
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt", "ViT-B-32.pt",
+        sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", what="CLIP ViT-B/32 (OpenAI)",
+    ),
 }
+
+
+def fetch_command(*names: str) -> str:
+    """The command that puts known files (or URLs) into the cache on a machine with internet (``styleforge fetch``):
+    what every "file missing" message tells the user to run."""
+    return " ".join(["styleforge fetch", *names])
+
+
+def check_cache_dir() -> Path:
+    """The cache folder, checked without creating anything to be a writable folder or one that can be created
+    (else one error naming it and ``STYLEFORGE_CACHE``): downloads and computed statistics go there."""
+    folder = cache_dir()
+    p = folder
+    while not p.exists() and p.parent != p:
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        why = f"{p} is a file" if not p.is_dir() else f"{p} is not writable"
+        raise StyleforgeError(f"{folder}: the styleforge cache cannot be written ({why}); point STYLEFORGE_CACHE "
+                              "at a writable folder (on a cluster, one that every node sees)")
+    return folder
 
 
 def cache_dir() -> Path:
@@ -116,7 +142,8 @@ def resolve_file(spec: str, allow_download: Optional[bool] = None, what: str = "
         return target
     if not downloads_allowed(allow_download):
         raise StyleforgeError(
-            f"{filename} is not in the cache: put it at {target} (or pass its local path), or allow the "
+            f"{filename} is not in the cache: put it at {target} (or pass its local path), run "
+            f"'{fetch_command(spec.lower() if known is not None else url)}' on a machine with internet, or allow the "
             f"download from {url} with {{allow_download}} / STYLEFORGE_ALLOW_DOWNLOAD=1",
             also={"allow_download": "allow_download=True"},
         )
