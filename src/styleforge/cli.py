@@ -23,6 +23,7 @@ from .commands.sefa import sefa_cmd
 from .commands.style_mixing import style_mixing_cmd
 from .commands.train import train_cmd
 from .commands.train_baseline import train_baseline_cmd
+from .commands.ui import ui_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,6 +48,7 @@ main.add_command(style_mixing_cmd, "style-mixing")
 main.add_command(calc_metrics_cmd, "calc-metrics")
 main.add_command(evaluate_cmd, "evaluate")
 main.add_command(train_baseline_cmd, "train-baseline")
+main.add_command(ui_cmd, "ui")
 
 if __name__ == "__main__":
     main()
