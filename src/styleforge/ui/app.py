@@ -25,7 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import StyleforgeError
-from .engine import Engine, Forbidden, LimitError, NotFound, check_seeds
+from .engine import Engine, Forbidden, LimitError, NotFound, check_seeds, size_text
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -158,7 +158,7 @@ class BodyLimit:
             limit = limits.max_network_bytes if scope["path"] == "/api/networks" else limits.max_upload_bytes
             size = headers.get(b"content-length")
             if size is not None and size.isdigit() and int(size) > limit + (1 << 16):
-                resp = _error(413, f"the request is {int(size) / 2**20:.1f} MiB, at most {limit / 2**20:.0f} MiB")
+                resp = _error(413, f"the request is {size_text(int(size))}, at most {size_text(limit)}")
                 await resp(scope, receive, send)
                 return
             if headers.get(b"content-type", b"").startswith(b"application/x-www-form-urlencoded"):
@@ -170,7 +170,7 @@ class BodyLimit:
 async def _read_upload(upload: UploadFile, limit: int, what: str) -> bytes:
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        raise LimitError(f"{upload.filename or 'the upload'} is over {limit / 2**20:.0f} MiB", param=what,
+        raise LimitError(f"{upload.filename or 'the upload'} is over {size_text(limit)}", param=what,
                          too_large=True)
     return data
 

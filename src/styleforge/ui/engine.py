@@ -144,6 +144,11 @@ class LRU:
         return len(self._d)
 
 
+def size_text(n: int) -> str:
+    """Bytes in words: ``512 KiB``, ``1.5 MiB``."""
+    return f"{n / 2**20:.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB"
+
+
 def png_bytes(img: np.ndarray) -> bytes:
     """An HWC uint8 image (C = 1 or 3) as PNG bytes."""
     import PIL.Image
@@ -355,8 +360,8 @@ class Engine:
             raise Forbidden("uploading networks is off on this server; start it with --allow-uploads, or give a "
                             "path on the server", param="network")
         if len(data) > self.limits.max_network_bytes:
-            raise LimitError(f"the network file is {len(data) / 2**20:.0f} MiB, at most "
-                             f"{self.limits.max_network_bytes / 2**20:.0f} MiB", param="network", too_large=True)
+            raise LimitError(f"the network file is {size_text(len(data))}, at most "
+                             f"{size_text(self.limits.max_network_bytes)}", param="network", too_large=True)
         key = "upload:" + hashlib.sha256(data).hexdigest()[:12]
         with self._load_lock:
             if key in self._nets:
@@ -485,8 +490,8 @@ class Engine:
 
     def check_upload_size(self, data: bytes, param: str) -> None:
         if len(data) > self.limits.max_upload_bytes:
-            raise LimitError(f"the upload is {len(data) / 2**20:.1f} MiB, at most "
-                             f"{self.limits.max_upload_bytes / 2**20:.0f} MiB", param=param, too_large=True)
+            raise LimitError(f"the upload is {size_text(len(data))}, at most {size_text(self.limits.max_upload_bytes)}",
+                             param=param, too_large=True)
 
     def edited(self, net: Network, ws: torch.Tensor, edits: Sequence[Dict[str, Any]]) -> torch.Tensor:
         for e in edits or ():
@@ -720,7 +725,7 @@ class Engine:
             loss = None if D is not None else "pixel"
             fnet = build_feature_net(loss, D=D, device=self.device, callback=notes)
             job.loss = type(fnet).__name__
-            res = project(G, np.ascontiguousarray(target.transpose(2, 0, 1)[None]), fnet, seeds=seed,
+            res = project(G, np.array(target.transpose(2, 0, 1)[None]), fnet, seeds=seed,
                           num_steps=steps, space=space, stats=stats, callback=step_cb)
             ws = res.w.numpy()
             job.latent = self.store_latent(net, ws, "proj")
