@@ -99,7 +99,8 @@ async function pump() {
 // ---- seed grid ---------------------------------------------------------------------------------------------------
 async function loadGrid() {
   const start = Math.max(0, parseInt($("grid-start").value || "0", 10));
-  const seeds = Array.from({ length: 12 }, (_, i) => start + i);
+  const n = Math.min(12, S.info ? S.info.limits.max_seeds : 12);
+  const seeds = Array.from({ length: n }, (_, i) => start + i);
   try {
     const j = await (await api("/api/generate", { network: S.network, seeds, trunc: trunc(), format: "json" })).json();
     const grid = $("grid");
