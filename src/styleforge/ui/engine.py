@@ -25,10 +25,12 @@ import copy
 import hashlib
 import io
 import json
+import shutil
 import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,7 +287,8 @@ class Engine:
         self.latents = LRU(256)       # id -> (network key, ws [1, num_ws, w_dim] float32)
         self.directions: "OrderedDict[str, Direction]" = OrderedDict()
         self.jobs: "OrderedDict[str, ProjectJob]" = OrderedDict()
-        self.upload_dir = Path(tempfile.mkdtemp(prefix="styleforge-ui-"))
+        self.upload_dir = Path(tempfile.mkdtemp(prefix="styleforge-ui-"))  # uploads live while the engine does
+        weakref.finalize(self, shutil.rmtree, str(self.upload_dir), True)
         for key, G in (preloaded or {}).items():
             G = G.eval().requires_grad_(False).to(self.device)
             check_w_space(G)
