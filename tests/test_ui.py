@@ -253,7 +253,8 @@ def test_other_bad_requests(client):
     bad(client.post("/api/render", json={"latent": {"mix": {"row": 1, "col": 2, "layers": "5-9"}}}), 400, "layer 8")
     bad(client.post("/api/interpolate", json={"from": {"seed": 1}, "to": {"seed": 2}, "steps": 500}), 400, "2 to 12")
     bad(client.post("/api/edit", json={"latent": {"latent": "nope"}, "direction": "sefa:all:0"}), 404, "nope")
-    bad(client.post("/api/render", content=b"{not json", headers={"content-type": "application/json"}), 422)
+    bad(client.post("/api/render", content=b"{not json", headers={"content-type": "application/json"}), 422,
+        "not valid JSON")
     bad(client.get("/api/jobs/nojob"), 404, "nojob")
     alive(client)
 

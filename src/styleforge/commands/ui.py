@@ -18,7 +18,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 @device_option
 @click.option("--allow-uploads", is_flag=True, help="Accept uploaded network checkpoints (read by the safe reader; "
               "nothing in them is executed). Photos and direction files are always accepted.")
-@click.option("--directions", "directions", type=click.Path(dir_okay=False, exists=True), multiple=True,
+@click.option("--directions", "directions", type=click.Path(dir_okay=False), multiple=True,
               metavar="FILE", help="Direction files (.npy / .npz) shown as sliders; repeatable.")
 @click.option("--threads", type=click.IntRange(1, None), default=None,
               help="torch CPU threads (default: torch's); 1 is fastest for small networks on a busy CPU.")

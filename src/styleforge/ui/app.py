@@ -199,12 +199,16 @@ def create_app(engine: Engine) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError):
+        errors = e.errors()
+        if errors and errors[0].get("type") == "json_invalid":
+            at = next((x for x in errors[0].get("loc", ()) if isinstance(x, int)), None)
+            return _error(422, "the body is not valid JSON" + (f" (at character {at})" if at is not None else ""))
         parts = []
-        for err in e.errors()[:3]:
+        for err in errors[:3]:
             loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "form"))
             parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-        first = e.errors()[0].get("loc", ()) if e.errors() else ()
-        param = next((str(x) for x in first if x not in ("body", "query", "form")), None)
+        first = errors[0].get("loc", ()) if errors else ()
+        param = next((str(x) for x in first if isinstance(x, str) and x not in ("body", "query", "form")), None)
         return _error(422, "; ".join(parts) or "invalid request", param)
 
     @app.exception_handler(MemoryError)
