@@ -86,7 +86,8 @@ def show_projection(page) -> None:
     buf = io.BytesIO()
     Image.fromarray(data.astronaut()).save(buf, format="JPEG", quality=90)
     page.click("#reset")
-    page.set_input_files("#photo", files=[{"name": "astronaut.jpg", "mimeType": "image/jpeg", "buffer": buf.getvalue()}])
+    page.set_input_files("#photo", files=[{"name": "astronaut.jpg", "mimeType": "image/jpeg",
+                                           "buffer": buf.getvalue()}])
     page.fill("#photo-steps", "150")
     page.click("#photo-go")
     page.wait_for_function("document.getElementById('photo-status').textContent.startsWith('done')", timeout=300_000)

@@ -177,7 +177,8 @@ def test_download_zip_holds_pngs_and_their_latents(client, engine):
     w = np.load(io.BytesIO(z.read("latents.npz")))["w"]
     assert w.shape == (2, 8, 256)
     imgs = synthesize(engine.network().G, w)
-    assert np.array_equal(decode(z.read("seed4.png")), imgs[0]) and np.array_equal(decode(z.read("current.png")), imgs[1])
+    assert np.array_equal(decode(z.read("seed4.png")), imgs[0])
+    assert np.array_equal(decode(z.read("current.png")), imgs[1])
     assert json.loads(z.read("items.json"))["network"] == "faces32"
 
 
@@ -227,6 +228,11 @@ def test_fifo_lock_serves_in_arrival_order():
     lock.release()
     [t.join() for t in threads]
     assert order == [0, 1, 2, 3, 4]
+    with lock:  # re-entrant for its owner
+        with lock:
+            pass
+    with pytest.raises(RuntimeError):
+        lock.release()
 
 
 @pytest.mark.parametrize("body,status,words", [

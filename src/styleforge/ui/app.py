@@ -315,7 +315,7 @@ def create_app(engine: Engine) -> FastAPI:
                                                  "items": [dict(it, name=n) for it, n in zip(items, names)]},
                                                 indent=1))
         return Response(buf.getvalue(), media_type="application/zip",
-                        headers={"Content-Disposition": 'attachment; filename="styleforge.zip"'})
+                        headers={"Content-Disposition": 'attachment; filename="images.zip"'})
 
     # -- uploads -------------------------------------------------------------------------------------------------
     @app.post("/api/directions", summary="Load a direction file (.npy / .npz; read without unpickling)")

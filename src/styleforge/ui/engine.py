@@ -85,25 +85,37 @@ class Forbidden(StyleforgeError):
 
 
 class FifoLock:
-    """A lock granted in arrival order (threading.Lock is not fair: a thread that releases and re-acquires at
-    once would starve the others)."""
+    """A re-entrant lock granted in arrival order (threading.Lock is not fair: a thread that releases and
+    re-acquires at once would starve the others)."""
 
     def __init__(self):
         self._cond = threading.Condition()
         self._next = 0
         self._serving = 0
+        self._owner: Optional[int] = None
+        self._depth = 0
 
     def acquire(self) -> None:
+        me = threading.get_ident()
         with self._cond:
+            if self._owner == me:
+                self._depth += 1
+                return
             ticket = self._next
             self._next += 1
             while ticket != self._serving:
                 self._cond.wait()
+            self._owner, self._depth = me, 1
 
     def release(self) -> None:
         with self._cond:
-            self._serving += 1
-            self._cond.notify_all()
+            if self._owner != threading.get_ident():
+                raise RuntimeError("release of a FifoLock this thread does not hold")
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+                self._serving += 1
+                self._cond.notify_all()
 
     def __enter__(self):
         self.acquire()
@@ -549,9 +561,11 @@ class Engine:
         net = self.network(network)
 
         def make():
-            ws = self.edited(net, self.ws_of(net, latent), edits)
-            seed = latent.get("seed") if isinstance(latent, dict) else None
-            return png_bytes(self.synthesize(net, ws, noise_mode, [seed or 0])[0])
+            with self.lock:  # mapping, directions (SeFa, GANSpace on first use) and synthesis: one job at a time
+                ws = self.edited(net, self.ws_of(net, latent), edits)
+                seed = latent.get("seed") if isinstance(latent, dict) else None
+                img = self.synthesize(net, ws, noise_mode, [seed or 0])[0]
+            return png_bytes(img)
 
         return self.cached(("render", net.key, latent, list(edits or ()), noise_mode), make)
 
@@ -563,8 +577,9 @@ class Engine:
 
         def one(s):
             def make():
-                ws = self._seed_ws(net, s, trunc, class_idx)
-                return png_bytes(self.synthesize(net, ws, noise_mode, [s])[0])
+                with self.lock:
+                    img = self.synthesize(net, self._seed_ws(net, s, trunc, class_idx), noise_mode, [s])[0]
+                return png_bytes(img)
             return self.cached(("generate", net.key, s, trunc, class_idx, noise_mode), make)
 
         self.check_output(len(seeds), net)
@@ -582,16 +597,22 @@ class Engine:
     def latents_of(self, network: Optional[str], items: Sequence[Dict[str, Any]]) -> Tuple[Network, np.ndarray]:
         """[N, num_ws, w_dim] float32 for items ``{latent, edits}``."""
         net = self.network(network)
-        ws = [self.edited(net, self.ws_of(net, it.get("latent") or {}), it.get("edits") or ()) for it in items]
+        with self.lock:
+            ws = [self.edited(net, self.ws_of(net, it.get("latent") or {}), it.get("edits") or ()) for it in items]
         return net, torch.cat(ws).cpu().numpy().astype(np.float32)
 
     def interpolate(self, network: Optional[str], start: Dict[str, Any], end: Dict[str, Any], steps: int,
                     space: Optional[str] = None, noise_mode: str = "const") -> Tuple[np.ndarray, np.ndarray, str]:
         """(frames [T, H, W, C] uint8, their latents [T, num_ws, w_dim], the space): slerp in Z between two
         seeds (``space`` z, the default for two seeds), lerp in W / W+ otherwise."""
+        net = self.network(network)
+        with self.lock:
+            return self._interpolate(net, start, end, steps, space, noise_mode)
+
+    def _interpolate(self, net: Network, start: Dict[str, Any], end: Dict[str, Any], steps: int,
+                     space: Optional[str], noise_mode: str) -> Tuple[np.ndarray, np.ndarray, str]:
         from ..project.interpolate import interpolate_latents, lerp
 
-        net = self.network(network)
         if not 2 <= int(steps) <= self.limits.max_frames:
             raise LimitError(f"use 2 to {self.limits.max_frames} frames", param="steps")
         self.check_output(int(steps), net)

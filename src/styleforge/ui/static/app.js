@@ -237,7 +237,7 @@ $("download").onclick = async () => {
     const r = await api("/api/download", { network: S.network, items, noise_mode: $("noise").value });
     const a = document.createElement("a");
     a.href = URL.createObjectURL(await r.blob());
-    a.download = "styleforge.zip";
+    a.download = "images.zip";
     document.body.appendChild(a); a.click(); a.remove();
   } catch (e) { showError(e); }
 };
