@@ -409,3 +409,15 @@ def test_cli_dry_run_and_host_warning():
     assert r.exit_code == 0 and "warning: --host 0.0.0.0" in r.output and "http://0.0.0.0:8000/" in r.output
     r = CliRunner().invoke(main, ["ui", "--dry-run", "--network", "nothere.pkl"])
     assert r.exit_code == 1 and "error:" in r.output and "nothere.pkl" in r.output
+
+
+def test_cli_without_the_ui_extra_says_what_to_install(monkeypatch):
+    import sys
+
+    from click.testing import CliRunner
+
+    from styleforge.cli import main
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ImportError
+    r = CliRunner().invoke(main, ["ui", "--dry-run"])
+    assert r.exit_code == 1 and "pip install 'styleforge[ui]'" in r.output and "uvicorn" in r.output

@@ -147,3 +147,31 @@ def test_page_shows_a_readable_error(server):
             assert page.inner_text("#base-label") == "seed 2"
         finally:
             browser.close()
+
+
+def test_page_drops_stale_slider_events(server):
+    """20 slider moves in a burst: far fewer renders than moves, and the image shown is the newest value's."""
+    sync_api = _browser()
+    url, _ = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.wait_for_function("window.sfRenders >= 1", timeout=20_000)
+            n0 = page.evaluate("window.sfRenders")
+            page.evaluate("""() => { const el = document.getElementById('factor-2');
+                for (let i = 1; i <= 20; i++) { el.value = (i / 5).toFixed(1); el.dispatchEvent(new Event('input')); }
+            }""")
+            page.wait_for_function("window.sfLatency.length >= 2", timeout=20_000)
+            page.wait_for_timeout(500)  # let any follow-up request finish
+            renders = page.evaluate("window.sfRenders") - n0
+            assert 1 <= renders <= 3, renders
+            shown = page.evaluate("""async () => { const r = await fetch(document.getElementById('main-img').src);
+                return Array.from(new Uint8Array(await r.arrayBuffer())); }""")
+        finally:
+            browser.close()
+    with httpx.Client(base_url=url, timeout=30) as c:
+        want = c.post("/api/render", json={"latent": {"seed": 0, "trunc": 0.7},
+                                           "edits": [{"direction": "sefa:all:2", "strength": 4.0}]}).content
+    assert np.array_equal(decode(bytes(shown)), decode(want))
