@@ -783,11 +783,31 @@ class Engine:
 
     def info(self, network: Optional[str] = None) -> Dict[str, Any]:
         net = self.network(network)
-        return {**net.info(), "device": str(self.device), "bundled": bundled_names(),
+        return {**net.info(), "device": str(self.device), "bundled": editable_bundled_names(),
                 "default_network": self.default_network, "allow_uploads": self.allow_uploads,
                 "directions": [{"id": k, "name": d.name or k, "w_dim": d.w_dim, "scale": d.scale}
                                for k, d in self.directions.items()],
                 "limits": {k: getattr(self.limits, k) for k in self.limits.__dataclass_fields__}}
+
+
+def editable_bundled_names() -> List[str]:
+    """The bundled models the UI can explore: StyleGAN generators (a W space), told from each file's metadata
+    without loading it (``cdcgan-mnist``, a baseline without a W space, is left out)."""
+    from safetensors import safe_open
+
+    from ..utils.cache import BUNDLED_MODELS_DIR
+
+    out = []
+    for name in bundled_names():
+        try:
+            with safe_open(str(BUNDLED_MODELS_DIR / f"{name}.safetensors"), "pt") as f:
+                nets = json.loads((f.metadata() or {}).get("styleforge", "{}")).get("networks", {})
+            arch = (nets.get("G_ema") or nets.get("G") or {}).get("arch", "")
+        except Exception:  # unreadable metadata: offer it, loading will say what is wrong
+            arch = "stylegan2"
+        if arch.startswith("stylegan2"):
+            out.append(name)
+    return out
 
 
 def check_seed(seed: Any) -> int:
