@@ -34,7 +34,7 @@ from styleforge.ui.engine import FifoLock  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def one_thread():
+def module_one_thread():
     """faces32 takes ~10 ms per image on one thread, but 0.1-0.6 s on two when other processes load the CPU."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -43,7 +43,7 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def engine(one_thread):
+def engine(module_one_thread):
     return Engine(device="cpu", limits=Limits(max_seeds=16, max_frames=12, max_upload_bytes=200_000))
 
 
@@ -281,7 +281,7 @@ def test_networks_from_paths_and_uploads(client, tmp_path, engine):
     alive(client)
 
 
-def test_uploads_only_through_the_safe_reader(one_thread, tmp_path):
+def test_uploads_only_through_the_safe_reader(module_one_thread, tmp_path):
     """With --allow-uploads a checkpoint loads (same images as from its path); a pickle that would run code is
     refused by name and runs nothing; garbage is refused; the server goes on."""
     import os

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,34 @@ def test_page_drops_stale_slider_events(server):
         want = c.post("/api/render", json={"latent": {"seed": 0, "trunc": 0.7},
                                            "edits": [{"direction": "sefa:all:2", "strength": 4.0}]}).content
     assert np.array_equal(decode(bytes(shown)), decode(want))
+
+
+def test_styleforge_ui_command_serves_and_stops(tmp_path):
+    """The real command in its own process: serves the page and the API on 127.0.0.1, stops on SIGINT."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-m", "styleforge.cli", "ui", "--port", str(port), "--device", "cpu",
+                             "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        deadline, up = time.monotonic() + 60, False
+        while time.monotonic() < deadline and proc.poll() is None and not up:
+            try:
+                up = httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert up, proc.stdout.read() if proc.poll() is not None else "no answer"
+        r = httpx.post(f"http://127.0.0.1:{port}/api/generate", json={"seed": 3, "trunc": 0.7}, timeout=30)
+        assert r.status_code == 200 and decode(r.content).shape == (32, 32)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert f"http://127.0.0.1:{port}/" in out and "faces32" in out and "warning" not in out
