@@ -412,6 +412,19 @@ def test_cli_dry_run_and_host_warning():
     assert r.exit_code == 1 and "error:" in r.output and "nothere.pkl" in r.output
 
 
+def test_cli_direction_files_are_checked_at_start(tmp_path):
+    from click.testing import CliRunner
+
+    from styleforge.cli import main
+
+    np.save(tmp_path / "age.npy", np.ones((18, 256), np.float32))  # [18, 512]-style file: identical rows fit
+    np.save(tmp_path / "narrow.npy", np.ones(64, np.float32))
+    r = CliRunner().invoke(main, ["ui", "--dry-run", "--device", "cpu", "--directions", str(tmp_path / "age.npy")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["ui", "--dry-run", "--device", "cpu", "--directions", str(tmp_path / "narrow.npy")])
+    assert r.exit_code == 1 and "narrow.npy" in r.output and "64 wide" in r.output
+
+
 def test_cli_without_the_ui_extra_says_what_to_install(monkeypatch):
     import sys
 

@@ -310,8 +310,10 @@ class Engine:
         else:
             self.default_network = self._key(network)
             self.network(self.default_network)  # loaded now: a bad --network fails at start, not on the first request
-        for spec in directions:
-            self.add_direction_file(Path(spec), name=Path(spec).stem)
+        G = self.network().G
+        for spec in directions:  # given at start: checked against the default network now
+            for d in self.add_direction_file(Path(spec), name=Path(spec).stem):
+                self.directions[d["id"]].for_network(G.num_ws, G.w_dim, source=str(spec))
 
     # -- networks ----------------------------------------------------------------------------------------------
     @staticmethod
