@@ -40,7 +40,7 @@ README = ROOT / "README.md"
 SETUP_BLOCKS = [
     ["python3 -m venv .venv", ".venv/bin/pip install -q torch==2.13.0", ".venv/bin/pip install -q -e .",
      ".venv/bin/python scripts/generate.py --seeds 0-15 --grid --outdir out"],
-    ["python3 -m venv .venv", ".venv/bin/pip install -q torch==2.13.0", ".venv/bin/pip install -q -e '.[dev]'",
+    ["python3 -m venv .venv", ".venv/bin/pip install -q torch==2.13.0", ".venv/bin/pip install -q -e '.[dev,ui]'",
      ".venv/bin/lint-imports", ".venv/bin/python -m pytest -q"],
 ]
 
@@ -328,6 +328,9 @@ ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
     ("styleforge submit", _submit_here, "no SLURM here: submissions print their sbatch script (the local executor "
      "runs as written)"),
     ("styleforge fetch", _fetch_stand_ins, "no internet here: the cache already holds stand-ins, which fetch finds"),
+    ("styleforge ui", lambda a: a + ["--dry-run"],
+     "a server runs until stopped; --dry-run loads the network, builds the app, prints the address and exits (the "
+     "curl examples after it are served in-process by the same app)"),
 ]
 
 # Examples that fail for a known reason being fixed elsewhere: (text in the README line -> reason). Strict: an entry
@@ -428,7 +431,7 @@ def python_snippets() -> List[Tuple[int, str]]:
 
 _INPUT_PARAMS = {"network", "src", "source", "sources", "data", "target", "projected_w", "w_file", "from_w", "to_w",
                  "resume", "w_files", "direction", "conditions", "positive", "negative", "latents", "scores",
-                 "score_fn"}
+                 "score_fn", "directions"}
 
 
 def main_commands() -> Dict[str, click.Command]:
@@ -458,6 +461,8 @@ def _resolve(argv: List[str]) -> Tuple[str, Optional[click.Command], List[str]]:
         return "torchrun", _script_command(script), argv[argv.index(script) + 1:]
     if argv[:2] == ["pip", "install"]:
         return "pip", None, argv[2:]
+    if argv[0] == "curl":
+        return "curl", None, argv[1:]
     raise AssertionError(f"README command {argv[0]!r}: this test does not know how to run it; teach "
                          "tests/test_readme_examples.py (_resolve) or change the example")
 
@@ -492,6 +497,8 @@ def _run(ex: Example) -> str:
     if kind == "pip":  # `pip install -e '.[extra]'`: the extra exists (its packages are the tests' business)
         _check_pip_extras(args)
         return ""
+    if kind == "curl":
+        return _curl(ex, args)
     argv = list(ex.argv)
     for needle, fix, _why in ADJUST:
         if needle in ex.text:
@@ -517,6 +524,42 @@ def _run(ex: Example) -> str:
         tb = "".join(traceback.format_exception(type(r.exception), r.exception, r.exception.__traceback__))
     assert r.exit_code == 0, f"README.md line {ex.line} failed (exit {r.exit_code}): {ex.text}\n{r.output[-3000:]}{tb}"
     return r.output
+
+
+def _curl(ex: Example, args: List[str]) -> str:
+    """``curl -s localhost:7860/api/... -d '{json}' [-o file]`` against the app ``styleforge ui`` serves (default
+    network), in-process through FastAPI's test client; the request must succeed (200)."""
+    import urllib.parse
+    import warnings
+
+    pytest.importorskip("fastapi", reason="the API examples need the ui extra (fastapi)")
+    pytest.importorskip("httpx", reason="FastAPI's test client needs httpx (dev extra)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    from styleforge.ui import Engine
+    from styleforge.ui.app import create_app
+
+    url = data = out = None
+    it = iter(args)
+    for a in it:
+        if a in ("-d", "--data"):
+            data = next(it)
+        elif a in ("-o", "--output"):
+            out = next(it)
+        elif not a.startswith("-"):
+            url = a
+    assert url, f"README.md line {ex.line}: curl without a URL"
+    path = urllib.parse.urlsplit(url if "://" in url else "http://" + url).path
+    client = TestClient(create_app(Engine(device="cpu")), raise_server_exceptions=False)
+    r = (client.post(path, content=data, headers={"content-type": "application/x-www-form-urlencoded"})
+         if data is not None else client.get(path))
+    assert r.status_code == 200, f"README.md line {ex.line} failed ({r.status_code}): {ex.text}\n{r.text[:500]}"
+    if out:
+        Path(out).write_bytes(r.content)
+        return ""
+    return r.text
 
 
 def _pyproject() -> dict:

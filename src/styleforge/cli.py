@@ -25,6 +25,7 @@ from .commands.style_mixing import style_mixing_cmd
 from .commands.submit import submit_cmd
 from .commands.train import train_cmd
 from .commands.train_baseline import train_baseline_cmd
+from .commands.ui import ui_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +52,7 @@ main.add_command(evaluate_cmd, "evaluate")
 main.add_command(train_baseline_cmd, "train-baseline")
 main.add_command(submit_cmd, "submit")
 main.add_command(fetch_cmd, "fetch")
+main.add_command(ui_cmd, "ui")
 
 if __name__ == "__main__":
     main()
