@@ -207,10 +207,42 @@ class CLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         mask = torch.full((cfg.context_length, cfg.context_length), float("-inf")).triu(1)
         self.register_buffer("attn_mask", mask, persistent=False)
+        self.source: Dict[str, str] = {"model": "custom", "weights": "random initialisation",
+                                       "activation": "QuickGELU" if cfg.quick_gelu else "GELU"}
+        self._tokenizer = None
 
     @property
     def image_size(self) -> int:
         return self.config.image_size
+
+    @property
+    def tokenizer(self):
+        """CLIP's BPE tokenizer for this model's context length (built on first use)."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+
+            if self.config.vocab_size != 49408:
+                raise StyleforgeError(f"the model's vocabulary has {self.config.vocab_size} entries; the bundled "
+                                      "tokenizer has CLIP's 49408", param="clip_model")
+            self._tokenizer = Tokenizer(context_length=self.config.context_length)
+        return self._tokenizer
+
+    def describe(self) -> str:
+        s = self.source
+        return f"{s['model']} ({s['activation']}; {s['weights']})"
+
+    def encode_prompts(self, prompts, normalize: bool = True) -> torch.Tensor:
+        """Text features [N, embed_dim] of prompts (a string or a list; see ``Tokenizer.__call__``)."""
+        dev = self.positional_embedding.device
+        return self.encode_text(self.tokenizer(prompts).to(dev), normalize=normalize)
+
+    def encode_pixels(self, images: torch.Tensor, value_range=(-1.0, 1.0), normalize: bool = True) -> torch.Tensor:
+        """Image features of a batch [N, 1|3, H, W] in ``value_range`` through the differentiable preprocessing
+        (:func:`~styleforge.perceptual.clip.preprocess.preprocess_tensor`)."""
+        from .preprocess import preprocess_tensor
+
+        x = preprocess_tensor(images, self.config.image_size, value_range)
+        return self.encode_image(x.to(self.positional_embedding.dtype), normalize=normalize)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         s = self.config.image_size
