@@ -103,7 +103,7 @@ def load_clip(model: Union[str, os.PathLike, CLIPConfig] = "ViT-B-32", weights: 
     own = net.state_dict()
     what = f"{path}: weights of another model than {name}"
     fix = "pass the matching {clip_model} (a name or an open_clip config .json)"
-    tags = {"param": "clip_weights", "label": "CLIP weights", "also": {"clip_model": "the model"}}
+    tags = {"param": "clip_weights", "label": "CLIP weights", "also": {"clip_model": "model"}}
     for k, t in own.items():
         if k in state and tuple(state[k].shape) != tuple(t.shape):
             raise StyleforgeError(f"{what} ({k} is {list(state[k].shape)}, {name} needs {list(t.shape)}); {fix}",
