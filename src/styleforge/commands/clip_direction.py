@@ -12,8 +12,8 @@ from .options import IntListParam, command, device_option, user_errors
 @command()
 @click.option("--network", "network", metavar="PATH|NAME|URL",
               help="Network: official .pkl, styleforge .safetensors, known name (ffhq...) or URL. Default: bundled model.")
-@click.option("--from", "source", required=True, metavar="PROMPT", help='Where the edit starts, e.g. "a face".')
-@click.option("--to", "target", required=True, metavar="PROMPT", help='Where it goes, e.g. "a smiling face".')
+@click.option("--from", "from_prompt", required=True, metavar="PROMPT", help='Where the edit starts, e.g. "a face".')
+@click.option("--to", "to_prompt", required=True, metavar="PROMPT", help='Where it goes, e.g. "a smiling face".')
 @click.option("--out", "out", required=True, type=click.Path(), metavar="FILE.npz",
               help="Direction file to write (styleforge .npz; edit.py --direction FILE.npz).")
 @click.option("--method", type=click.Choice(["gradient", "optimize"]), default="gradient", show_default=True,
@@ -33,7 +33,7 @@ from .options import IntListParam, command, device_option, user_errors
 @device_option
 @click.option("--allow-download", is_flag=True, default=None, help="Allow downloading --network / CLIP weights if not cached.")
 @user_errors
-def clip_direction_cmd(network, source, target, out, method, seeds, truncation_psi, w_files, steps, l2_lambda,
+def clip_direction_cmd(network, from_prompt, to_prompt, out, method, seeds, truncation_psi, w_files, steps, l2_lambda,
                        batch_size, clip_model, clip_weights, device, allow_download):
     """Find the direction in W+ that takes images from one prompt toward another, and save it for edit.py.
 
@@ -45,8 +45,8 @@ def clip_direction_cmd(network, source, target, out, method, seeds, truncation_p
     from ..directions import Direction, save_directions
     from .progress import cli_callback
 
-    check_prompt(source, "source")
-    check_prompt(target, "target")
+    check_prompt(from_prompt, "from_prompt")
+    check_prompt(to_prompt, "to_prompt")
     check_out_file(out)
     callback = cli_callback()
     clip_weights = clip_weights_first(clip_model, clip_weights, allow_download, callback)
@@ -56,7 +56,7 @@ def clip_direction_cmd(network, source, target, out, method, seeds, truncation_p
 
     G, net_path, clip, w = load_direction_inputs(network, clip_model, clip_weights, w_files, device, allow_download,
                                                  callback)
-    d = text_direction(G, clip, source, target, method=method, seeds=None if w is not None else seeds, w=w,
+    d = text_direction(G, clip, from_prompt, to_prompt, method=method, seeds=None if w is not None else seeds, w=w,
                        truncation_psi=truncation_psi, batch_size=batch_size, steps=steps,
                        config=TextGuideConfig(l2_lambda=l2_lambda), callback=callback)
     path = save_directions(out, [Direction(d.vector, layers=None, name=d.name, origin="clip", scale=d.scale,

@@ -65,7 +65,7 @@ def _clip_delta(clip: nn.Module, source: str, target: str) -> torch.Tensor:
     d = b - a
     if d.norm().item() < 1e-6:
         raise StyleforgeError("the two prompts have the same CLIP features; give two different descriptions",
-                              param="target", label="--to prompt")
+                              param="target", label="the target prompt")
     return torch.nn.functional.normalize(d, dim=-1)[None]
 
 
@@ -91,7 +91,8 @@ def text_direction(
         raise StyleforgeError(f"use {' or '.join(METHODS)}", param="method", value=repr(method))
     for name, p in (("source", source), ("target", target)):
         if not isinstance(p, str) or not p.strip():
-            raise StyleforgeError("is empty; describe the image in words", param=name, value=repr(p))
+            raise StyleforgeError("is empty; describe the image in words", param=name, value=repr(p),
+                                  label=f"the {name} prompt")
     if batch_size < 1:
         raise StyleforgeError("must be at least 1", param="batch_size", value=batch_size)
     seeds = list(range(16)) if seeds is None and w is None else (list(seeds) if seeds is not None else None)
