@@ -17,13 +17,18 @@ import torch
 
 from conftest import ROOT
 from styleforge.errors import StyleforgeError, StyleforgeWarning
-from styleforge.perceptual.clip import (CLIP, CLIPConfig, MODEL_CONFIGS, Tokenizer, WeightsFormatError, load_clip,
+from styleforge.perceptual.clip import (CLIP, MODEL_CONFIGS, Tokenizer, WeightsFormatError, load_clip,
                                         preprocess_image, preprocess_tensor, read_state_dict, resize_crop)
 from styleforge.perceptual.clip.preprocess import OPENAI_MEAN, OPENAI_STD
 
 FIX = ROOT.parent / "shared" / "fixtures" / "clip"
 SMALL = {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
          "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Small models: one thread is fastest and steadiest on a shared machine."""
 
 
 def fixture(name: str) -> Path:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +27,11 @@ SMALL = {"embed_dim": 64, "quick_gelu": True,
          "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
          "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
 PROMPT = "a person with sunglasses"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """Tiny networks: one thread is fastest and steadiest on a shared machine."""
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +92,7 @@ def test_edit_distance_to_start_shrinks_as_lambda_grows(G, clip):
     w0 = start_latents(G, seeds=[5], truncation_psi=0.7)
     dist, sims = [], []
     for lam in (0.0, 0.001, 0.01, 0.1):  # (much larger lambdas only reach Adam's step-size floor, ~lr^2)
-        res = optimize_latents(G, clip, PROMPT, w0, num_steps=15, mode="edit", l2_lambda=lam, frame_every=0)
+        res = optimize_latents(G, clip, PROMPT, w0, num_steps=10, mode="edit", l2_lambda=lam, frame_every=0)
         dist.append(float(res.distance[-1, 0]))
         sims.append(float(res.similarity[-1, 0]))
         np.testing.assert_allclose(res.loss[:, 0], 1 - res.similarity[:-1, 0] + lam * res.distance[:-1, 0], rtol=1e-5)
@@ -103,7 +107,7 @@ def test_identity_term_keeps_the_start_image(G, clip):
     start = G.synthesis(w0, noise_mode="const").detach()
     far = []
     for lam in (0.0, 50.0):
-        res = optimize_latents(G, clip, PROMPT, w0, num_steps=15, mode="edit", l2_lambda=0.0, identity_lambda=lam,
+        res = optimize_latents(G, clip, PROMPT, w0, num_steps=10, mode="edit", l2_lambda=0.0, identity_lambda=lam,
                                identity=PixelLoss() if lam else None, frame_every=0)
         with torch.no_grad():
             far.append(float((G.synthesis(res.w, noise_mode="const") - start).square().mean()))

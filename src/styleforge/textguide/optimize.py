@@ -195,7 +195,6 @@ def optimize_latents(
                               param="identity_lambda")
     dev = _device_of(G)
     w0 = start_latents(G, w=w0).detach()
-    n = w0.shape[0]
     target = text_features(clip, prompt).to(dev)
     edit = cfg.mode == "edit"
     use_identity = edit and identity is not None and cfg.identity_lambda > 0

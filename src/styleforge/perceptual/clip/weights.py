@@ -144,7 +144,7 @@ class _ArchiveUnpickler(_SafeUnpicklerBase):
     dispatch[pickle.BUILD[0]] = load_build
 
     def load_newobj(self):
-        args = self.stack.pop()
+        self.stack.pop()  # the constructor arguments (TorchScript passes none)
         cls = self.stack.pop()
         if not isinstance(cls, _ScriptClass):
             raise UnsafePickleError(f"refusing to construct a {one_line(type(cls).__name__)} object")
