@@ -81,7 +81,12 @@ def preprocess_tensor(images: torch.Tensor, size: int, value_range: Union[Tuple[
     h, w = x.shape[2], x.shape[3]
     rh, rw = _resized_hw(h, w, size)
     if (rh, rw) != (h, w):
-        x = F.interpolate(x, size=(rh, rw), mode="bicubic", align_corners=False, antialias=True)
+        try:
+            x = F.interpolate(x, size=(rh, rw), mode="bicubic", align_corners=False, antialias=True)
+        except (NotImplementedError, RuntimeError):
+            if x.device.type != "mps":  # some torch builds lack the antialiased bicubic kernel on MPS: resize on
+                raise                   # the CPU (still differentiable: .to() passes the gradient back)
+            x = F.interpolate(x.cpu(), size=(rh, rw), mode="bicubic", align_corners=False, antialias=True).to(x.device)
     top, left = _crop_offsets(rh, rw, size)
     x = x[:, :, top: top + size, left: left + size]
     return normalize(x)
