@@ -100,6 +100,10 @@ def clip_generate(
         raise StyleforgeError("the identity term needs edit mode (--w, or --mode edit)", param="identity")
     outdir = check_outdir(outdir)
     rep = reporter(callback)
+    if identity == "vgg":  # a missing vgg16.pt is reported before anything is loaded
+        from ..perceptual import VGG16LPIPS
+
+        VGG16LPIPS.locate(None, allow_download, rep)
     G, net_path, dev = _load_generator(network, device, allow_download, rep)
     w = load_ws(w_file, G.num_ws, G.w_dim) if w_file is not None else None
     w0 = start_latents(G, seeds=seeds, w=w, truncation_psi=truncation_psi, class_idx=class_idx)
