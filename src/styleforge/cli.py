@@ -10,6 +10,8 @@ import click
 
 from .commands.align import align_cmd
 from .commands.calc_metrics import calc_metrics_cmd
+from .commands.clip_direction import clip_direction_cmd
+from .commands.clip_generate import clip_generate_cmd
 from .commands.convert import convert_cmd, info_cmd
 from .commands.dataset import dataset_tool_cmd
 from .commands.edit import edit_cmd
@@ -53,6 +55,8 @@ main.add_command(train_baseline_cmd, "train-baseline")
 main.add_command(submit_cmd, "submit")
 main.add_command(fetch_cmd, "fetch")
 main.add_command(ui_cmd, "ui")
+main.add_command(clip_generate_cmd, "clip-generate")
+main.add_command(clip_direction_cmd, "clip-direction")
 
 if __name__ == "__main__":
     main()

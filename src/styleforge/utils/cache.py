@@ -54,6 +54,14 @@ KNOWN_FILES: Dict[str, KnownFile] = {
         "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt", "ViT-B-32.pt",
         sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", what="CLIP ViT-B/32 (OpenAI)",
     ),
+    # the same file under the name the CLIP loader asks for;
+    # CLIP weights by tag, named clip-<model>-<tag> (clip_weights_name); OpenAI's URL carries the file's sha256
+    "clip-vit-b-32-openai": KnownFile(
+        "https://openaipublic.azureedge.net/clip/models/"
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt", "ViT-B-32.pt",
+        sha256="40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+        what="OpenAI CLIP ViT-B/32 (TorchScript archive; styleforge reads its tensors only)",
+    ),
 }
 
 
@@ -75,6 +83,11 @@ def check_cache_dir() -> Path:
         raise StyleforgeError(f"{folder}: the styleforge cache cannot be written ({why}); point STYLEFORGE_CACHE "
                               "at a writable folder (on a cluster, one that every node sees)")
     return folder
+def clip_weights_name(model: str, tag: str) -> str:
+    """The :data:`KNOWN_FILES` name of CLIP weights ``tag`` (``openai``) for ``model`` (``ViT-B-32``; the
+    ``-quickgelu`` variant shares its base model's files)."""
+    base = model[: -len("-quickgelu")] if model.lower().endswith("-quickgelu") else model
+    return f"clip-{base}-{tag}".lower()
 
 
 def cache_dir() -> Path:
