@@ -40,7 +40,8 @@ README = ROOT / "README.md"
 SETUP_BLOCKS = [
     ["python3 -m venv .venv", ".venv/bin/pip install -q torch==2.13.0", ".venv/bin/pip install -q -e .",
      ".venv/bin/python scripts/generate.py --seeds 0-15 --grid --outdir out"],
-    ["python3 -m venv .venv", ".venv/bin/pip install -q torch==2.13.0", ".venv/bin/pip install -q -e '.[dev,ui]'",
+    ["bash tools/install-chromium.sh", "python3 -m venv .venv", ".venv/bin/pip install -q torch==2.13.0",
+     ".venv/bin/pip install -q -e '.[dev,ui]'",
      ".venv/bin/lint-imports", ".venv/bin/python -m pytest -q"],
 ]
 
