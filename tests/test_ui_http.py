@@ -3,6 +3,7 @@ API) and with Debian's chromium driven by playwright (the page: a slider moved, 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import time
@@ -80,98 +81,87 @@ def test_api_refusals_leave_the_server_up(server):
             assert c.post("/api/generate", json={"seed": 1}).status_code == 200
 
 
-def _browser():
+@contextlib.contextmanager
+def _new_page():
+    """A blank page in headless Debian chromium (skips with the reason when chromium or playwright is absent)."""
     if not CHROMIUM.is_file():
         pytest.skip(f"{CHROMIUM} is absent: the browser test needs Debian's chromium (apt-get install chromium; "
-                    ".ci/run installs it)")
+                    "the README's test command runs tools/install-chromium.sh)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the browser test needs playwright (dev extra)")
-    return sync_api
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page()
+        finally:
+            browser.close()
 
 
 def test_page_slider_shows_a_new_image(server):
-    sync_api = _browser()
     url, _ = server
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url + "/")
-            page.wait_for_function("window.sfRenders >= 1 && document.querySelectorAll('#grid img').length == 12",
-                                   timeout=20_000)
-            assert "device: cpu" in page.inner_text("#device")
-            first = page.evaluate("document.getElementById('main-img').src")
-            pixels = ("(() => { const i = document.getElementById('main-img');"
-                      " const c = document.createElement('canvas');"
-                      " c.width = i.naturalWidth; c.height = i.naturalHeight;"
-                      " const x = c.getContext('2d'); x.drawImage(i, 0, 0);"
-                      " return Array.from(x.getImageData(0, 0, c.width, c.height).data); })()")
-            before = np.array(page.evaluate(pixels))
-            box = page.locator("#factor-1").bounding_box()
-            page.mouse.click(box["x"] + box["width"] * 0.95, box["y"] + box["height"] / 2)  # move the slider
-            page.wait_for_function("window.sfRenders >= 2", timeout=20_000)
-            assert float(page.input_value("#factor-1")) > 3
-            assert page.evaluate("document.getElementById('main-img').src") != first
-            assert page.evaluate("document.getElementById('main-img').naturalWidth") == 32
-            after = np.array(page.evaluate(pixels))
-            assert before.shape == after.shape and np.abs(before - after).max() > 10  # a different image
-            assert page.inner_text("#msg") == "" and not errors
-        finally:
-            browser.close()
+    with _new_page() as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_function("window.sfRenders >= 1 && document.querySelectorAll('#grid img').length == 12",
+                               timeout=20_000)
+        assert "device: cpu" in page.inner_text("#device")
+        first = page.evaluate("document.getElementById('main-img').src")
+        pixels = ("(() => { const i = document.getElementById('main-img');"
+                  " const c = document.createElement('canvas');"
+                  " c.width = i.naturalWidth; c.height = i.naturalHeight;"
+                  " const x = c.getContext('2d'); x.drawImage(i, 0, 0);"
+                  " return Array.from(x.getImageData(0, 0, c.width, c.height).data); })()")
+        before = np.array(page.evaluate(pixels))
+        box = page.locator("#factor-1").bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.95, box["y"] + box["height"] / 2)  # move the slider
+        page.wait_for_function("window.sfRenders >= 2", timeout=20_000)
+        assert float(page.input_value("#factor-1")) > 3
+        assert page.evaluate("document.getElementById('main-img').src") != first
+        assert page.evaluate("document.getElementById('main-img').naturalWidth") == 32
+        after = np.array(page.evaluate(pixels))
+        assert before.shape == after.shape and np.abs(before - after).max() > 10  # a different image
+        assert page.inner_text("#msg") == "" and not errors
 
 
 def test_page_shows_a_readable_error(server):
-    sync_api = _browser()
     url, _ = server
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(url + "/")
-            page.wait_for_function("window.sfRenders >= 1", timeout=20_000)
-            page.select_option("#net-pick", "__path__")
-            page.fill("#net-path", "/no/such/network.pkl")
-            page.click("#net-load")
-            page.wait_for_function("document.getElementById('msg').textContent.length > 0", timeout=10_000)
-            assert "/no/such/network.pkl" in page.inner_text("#msg")
-            page.set_input_files("#photo", files=[{"name": "notes.txt", "mimeType": "text/plain",
-                                                   "buffer": b"not a photo"}])
-            page.click("#photo-go")
-            page.wait_for_function("document.getElementById('msg').textContent.includes('notes.txt')",
-                                   timeout=10_000)
-            assert "not a readable image" in page.inner_text("#msg")
-            # the page still works: another seed renders
-            n = page.evaluate("window.sfRenders")
-            page.click("#grid img:nth-child(3)")
-            page.wait_for_function(f"window.sfRenders > {n}", timeout=10_000)
-            assert page.inner_text("#base-label") == "seed 2"
-        finally:
-            browser.close()
+    with _new_page() as page:
+        page.goto(url + "/")
+        page.wait_for_function("window.sfRenders >= 1", timeout=20_000)
+        page.select_option("#net-pick", "__path__")
+        page.fill("#net-path", "/no/such/network.pkl")
+        page.click("#net-load")
+        page.wait_for_function("document.getElementById('msg').textContent.length > 0", timeout=10_000)
+        assert "/no/such/network.pkl" in page.inner_text("#msg")
+        page.set_input_files("#photo", files=[{"name": "notes.txt", "mimeType": "text/plain",
+                                               "buffer": b"not a photo"}])
+        page.click("#photo-go")
+        page.wait_for_function("document.getElementById('msg').textContent.includes('notes.txt')",
+                               timeout=10_000)
+        assert "not a readable image" in page.inner_text("#msg")
+        # the page still works: another seed renders
+        n = page.evaluate("window.sfRenders")
+        page.click("#grid img:nth-child(3)")
+        page.wait_for_function(f"window.sfRenders > {n}", timeout=10_000)
+        assert page.inner_text("#base-label") == "seed 2"
 
 
 def test_page_drops_stale_slider_events(server):
     """20 slider moves in a burst: far fewer renders than moves, and the image shown is the newest value's."""
-    sync_api = _browser()
     url, _ = server
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(url + "/")
-            page.wait_for_function("window.sfRenders >= 1", timeout=20_000)
-            n0 = page.evaluate("window.sfRenders")
-            page.evaluate("""() => { const el = document.getElementById('factor-2');
-                for (let i = 1; i <= 20; i++) { el.value = (i / 5).toFixed(1); el.dispatchEvent(new Event('input')); }
-            }""")
-            page.wait_for_function("window.sfLatency.length >= 2", timeout=20_000)
-            page.wait_for_timeout(500)  # let any follow-up request finish
-            renders = page.evaluate("window.sfRenders") - n0
-            assert 1 <= renders <= 3, renders
-            shown = page.evaluate("""async () => { const r = await fetch(document.getElementById('main-img').src);
-                return Array.from(new Uint8Array(await r.arrayBuffer())); }""")
-        finally:
-            browser.close()
+    with _new_page() as page:
+        page.goto(url + "/")
+        page.wait_for_function("window.sfRenders >= 1", timeout=20_000)
+        n0 = page.evaluate("window.sfRenders")
+        page.evaluate("""() => { const el = document.getElementById('factor-2');
+            for (let i = 1; i <= 20; i++) { el.value = (i / 5).toFixed(1); el.dispatchEvent(new Event('input')); }
+        }""")
+        page.wait_for_function("window.sfLatency.length >= 2", timeout=20_000)
+        page.wait_for_timeout(500)  # let any follow-up request finish
+        renders = page.evaluate("window.sfRenders") - n0
+        assert 1 <= renders <= 3, renders
+        shown = page.evaluate("""async () => { const r = await fetch(document.getElementById('main-img').src);
+            return Array.from(new Uint8Array(await r.arrayBuffer())); }""")
     with httpx.Client(base_url=url, timeout=30) as c:
         want = c.post("/api/render", json={"latent": {"seed": 0, "trunc": 0.7},
                                            "edits": [{"direction": "sefa:all:2", "strength": 4.0}]}).content
