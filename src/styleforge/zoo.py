@@ -6,7 +6,7 @@ apart by content), the name of a model that ships with the package (``faces32``)
 (``ffhq``, ``cifar10``...; fetched into the cache only when downloads are allowed), a URL, or None.
 
 Every network family is listed in :data:`FAMILIES` and registered here, so a checkpoint of any family loads
-through the same call: ``stylegan2`` today; SEGAN and the baselines add their modules to the table (an entry
+through the same call: ``stylegan2``, SEGAN and the baselines list their modules in the table (an entry
 added at run time counts from the next load). The modules are imported only when a checkpoint of that family is
 read.
 
@@ -32,6 +32,7 @@ Spec = Optional[Union[str, os.PathLike]]
 FAMILIES: Dict[str, Tuple[str, ...]] = {
     "stylegan2": ("styleforge.networks.generator", "styleforge.networks.discriminator"),
     "baselines": ("styleforge.baselines.nets",),
+    "segan": ("styleforge.segan.networks",),
 }
 """Network family -> the modules that define (and register) its archs."""
 

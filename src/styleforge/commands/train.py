@@ -53,6 +53,13 @@ def _metrics(ctx, param, value):
 @click.option("--cbase", type=click.IntRange(min=16), default=None,
               help="Capacity multiplier: channels at resolution r are min(cbase / r, cmax). Default: preset.")
 @click.option("--cmax", type=click.IntRange(min=1), default=None, help="Max. feature maps per layer. Default: preset.")
+@click.option("--mode", type=int, default=None, metavar="0..3",
+              help="--cfg segan: 0 plain StyleGAN2, 1 subspace added to the feature maps, 2 w through the subspace "
+                   "before modulation, 3 w rescaled by a learned diagonal [default: 2].")
+@click.option("--subspace-dim", type=int, default=None, metavar="INT",
+              help="--cfg segan: coordinates per layer's subspace [default: w_dim].")
+@click.option("--orth-weight", type=float, default=None, metavar="FLOAT",
+              help="--cfg segan: weight of the orthogonality term 0.5*||U^T U - I||^2 [default: 1; 0: off].")
 @click.option("--map", "map_layers", type=click.IntRange(min=1), default=None,
               help="Mapping-network depth. Default: preset.")
 # Augmentation.
@@ -76,7 +83,7 @@ def _metrics(ctx, param, value):
 @bool_option("--fp32", help="Disable mixed precision on CUDA (CPU training is always fp32).")
 @user_errors
 def train_cmd(outdir, gpus, snap, metrics, inception, vgg16, seed, dry_run, data, cond, mirror, cfg, gamma, kimg, batch,
-              aug, p, target, augpipe, cbase, cmax, map_layers, resume, kimg_per_tick, workers, device, deterministic,
+              mode, subspace_dim, orth_weight, aug, p, target, augpipe, cbase, cmax, map_layers, resume, kimg_per_tick, workers, device, deterministic,
               fp32):
     """Train a StyleGAN2-ADA model (official train.py flags).
 
@@ -87,13 +94,16 @@ def train_cmd(outdir, gpus, snap, metrics, inception, vgg16, seed, dry_run, data
       train.py --outdir runs --data afhq256.zip --cfg paper256 --resume ffhq256.pkl --kimg 500
       torchrun --nproc_per_node 2 scripts/train.py --outdir runs --data faces32.zip --cfg cpu
       train.py --outdir runs --data faces32.zip --cfg cpu --metrics fid5k   (FID of every snapshot)
+      train.py --outdir runs --data anime64.zip --cfg segan --mode 2          (SEGAN, linear subspaces)
 
     SIGTERM or Ctrl-C finishes the current step, saves resume-state.pt in the run folder and exits 0.
     """
     from ..train.loop import train
     from .progress import cli_callback
 
-    res = train(outdir=outdir, data=data, cfg=cfg, gpus=gpus, batch=batch, gamma=gamma, kimg=kimg, snap=snap,
+    model_opts = {k: v for k, v in (("mode", mode), ("subspace_dim", subspace_dim), ("orth_weight", orth_weight))
+                  if v is not None}
+    res = train(outdir=outdir, data=data, cfg=cfg, model_opts=model_opts, gpus=gpus, batch=batch, gamma=gamma, kimg=kimg, snap=snap,
                 mirror=mirror, cond=cond, aug=aug, p=p, target=target, augpipe=augpipe, cbase=cbase, cmax=cmax,
                 map_layers=map_layers, resume=resume, seed=seed, metrics=metrics, inception=inception, vgg16=vgg16, kimg_per_tick=kimg_per_tick,
                 workers=workers, device=device, deterministic=deterministic, fp32=fp32, dry_run=dry_run,

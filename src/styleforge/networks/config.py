@@ -36,6 +36,11 @@ def skip_init() -> Iterator[None]:
         _SKIP_INIT.reset(token)
 
 
+def skipping_init() -> bool:
+    """Whether networks are being built inside :func:`skip_init` (initial values will be replaced)."""
+    return _SKIP_INIT.get()
+
+
 def init_normal(shape: Sequence[int], scale: float = 1.0) -> torch.Tensor:
     """N(0, scale^2) initial values, or uninitialised memory inside :func:`skip_init`."""
     if _SKIP_INIT.get():

@@ -9,7 +9,7 @@ The constructor takes one :class:`GeneratorConfig`, which is stored with the wei
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -89,6 +89,14 @@ def _memory_format(device: torch.device, fp16: bool) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def default_layer(kind: str, in_channels: int, out_channels: int, w_dim: int, resolution: int, **kw) -> nn.Module:
+    """The layers of a synthesis block: ``kind`` "conv" (a :class:`SynthesisLayer`) or "torgb" (a
+    :class:`ToRGBLayer`). Variants of the network (SEGAN) pass their own factory, returning subclasses of these."""
+    if kind == "conv":
+        return SynthesisLayer(in_channels, out_channels, w_dim, resolution, **kw)
+    return ToRGBLayer(in_channels, out_channels, w_dim, **kw)
+
+
 class SynthesisBlock(nn.Module):
     """One resolution of the synthesis network: [up-conv], conv, [ToRGB], with the image skip path."""
 
@@ -106,8 +114,10 @@ class SynthesisBlock(nn.Module):
         use_fp16: bool,
         use_noise: bool,
         activation: str,
+        make_layer: Optional[Callable[..., nn.Module]] = None,
     ):
         super().__init__()
+        make_layer = make_layer or default_layer
         self.in_channels = in_channels
         self.resolution = resolution
         self.is_last = is_last
@@ -120,12 +130,12 @@ class SynthesisBlock(nn.Module):
         if in_channels == 0:
             self.const = nn.Parameter(init_normal([out_channels, resolution, resolution]))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=2, **layer_kw)
+            self.conv0 = make_layer("conv", in_channels, out_channels, w_dim, resolution, up=2, **layer_kw)
             self.num_conv += 1
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **layer_kw)
+        self.conv1 = make_layer("conv", out_channels, out_channels, w_dim, resolution, **layer_kw)
         self.num_conv += 1
         if is_last or architecture == "skip":
-            self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
+            self.torgb = make_layer("torgb", out_channels, img_channels, w_dim, resolution, conv_clamp=conv_clamp)
             self.num_torgb += 1
         if in_channels != 0 and architecture == "resnet":
             self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2, resample_filter=resample_filter)
@@ -181,7 +191,8 @@ CPU_BATCHED_MAX_RES = 64
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] -> image, block by block from 4x4 up to img_resolution."""
 
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, cfg: SynthesisConfig):
+    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, cfg: SynthesisConfig,
+                 make_layer: Optional[Callable[..., nn.Module]] = None):
         super().__init__()
         self.w_dim = w_dim
         self.img_resolution = img_resolution
@@ -197,6 +208,7 @@ class SynthesisNetwork(nn.Module):
                 in_ch, out_ch, w_dim, res, img_channels, is_last=(res == img_resolution),
                 architecture=cfg.architecture, resample_filter=cfg.resample_filter, conv_clamp=cfg.conv_clamp,
                 use_fp16=(res >= fp16_resolution), use_noise=cfg.use_noise, activation=cfg.activation,
+                make_layer=make_layer,
             )
             self.num_ws += block.num_conv
             if res == img_resolution:
@@ -244,9 +256,9 @@ class Generator(nn.Module):
 
     def __init__(self, config: Optional[GeneratorConfig] = None, **overrides):
         super().__init__()
-        cfg = config if config is not None else GeneratorConfig()
+        cfg = config if config is not None else self.config_class()
         if overrides:
-            cfg = GeneratorConfig.from_dict({**cfg.to_dict(), **overrides})
+            cfg = self.config_class.from_dict({**cfg.to_dict(), **overrides})
         cfg.validate()
         self.config = cfg
         self.z_dim = cfg.z_dim
@@ -254,9 +266,13 @@ class Generator(nn.Module):
         self.w_dim = cfg.w_dim
         self.img_resolution = cfg.img_resolution
         self.img_channels = cfg.img_channels
-        self.synthesis = SynthesisNetwork(cfg.w_dim, cfg.img_resolution, cfg.img_channels, cfg.synthesis)
+        self.synthesis = self.build_synthesis(cfg)
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(cfg.z_dim, cfg.c_dim, cfg.w_dim, self.num_ws, cfg.mapping)
+
+    def build_synthesis(self, cfg: GeneratorConfig) -> SynthesisNetwork:
+        """The synthesis network of ``cfg``; variants (SEGAN) override this to pass their own layers."""
+        return SynthesisNetwork(cfg.w_dim, cfg.img_resolution, cfg.img_channels, cfg.synthesis)
 
     def forward(
         self,

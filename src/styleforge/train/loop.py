@@ -27,7 +27,7 @@ from ..errors import StyleforgeError, StyleforgeWarning
 from ..utils.fileio import ensure_outdir, save_json
 from ..utils.progress import Callback, reporter
 from .distributed import DistInfo, error_fields, launched_by_torchrun, setup_distributed, spawn_training
-from .presets import TrainingOptions, TrainSettings, resolve_options
+from .presets import TrainingOptions, TrainSettings, resolve_options, with_model
 from .registry import get_model
 from .rundir import OUTDIR, find_auto_resume, make_run_dir, truncate_stats
 from .state import STATE_NAME, is_state_file, load_state_file, stop_on_signals
@@ -83,7 +83,8 @@ def train(
     ``callback`` receives the log lines as notes (rank 0). ``step_callback(trainer)`` runs after every step;
     calling ``trainer.stop.set()`` there is exactly what SIGTERM does.
     """
-    s = dataclasses.replace(settings or TrainSettings(), **fields)
+    s = with_model(dataclasses.replace(settings or TrainSettings(), **fields))
+    s = dataclasses.replace(s, model_opts=get_model(s.model).resolve_options(s.model_opts))
     if s.workers is None:  # more loader processes than spare cores only slows training down
         s = dataclasses.replace(s, workers=max(min(3, (os.cpu_count() or 1) - 1), 0))
     if s.metrics:
@@ -131,7 +132,7 @@ def _decide_resume(outdir: Path, data: str, s: TrainSettings) -> Dict[str, Any]:
 
     decision: Dict[str, Any] = {"error": None, "state": None, "network": None, "run_dir": None}
     if s.resume == "auto":
-        d = find_auto_resume(outdir, data, s.cfg, s.model)
+        d = find_auto_resume(outdir, data, s.cfg, s.model, s.model_opts)
         if d is not None:
             decision.update(state=str(d / STATE_NAME), run_dir=str(d))
     elif s.resume:

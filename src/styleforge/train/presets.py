@@ -49,6 +49,7 @@ class Preset:
     kimg_per_tick: float = 4.0
     snap: int = 50  # ticks between snapshots
     grid: Optional[Tuple[int, int]] = None  # snapshot grid (cols, rows); None: the official size rule
+    model: str = "stylegan2"  # what the preset trains (styleforge.train.registry)
     description: str = ""
 
 
@@ -72,6 +73,10 @@ PRESETS: Dict[str, Preset] = {
         Preset("cpu", None, 1000, 32, 4, None, 0.0025, None, 10, 0.05, 2, z_dim=256, w_dim=256,
                channel_base=4096, channel_max=128, num_fp16_res=0, conv_clamp=None, kimg_per_tick=1, snap=5,
                grid=(8, 8), description="styleforge: small nets for 32-64 px datasets on a CPU"),
+        # SEGAN (curefate/SEGan_Pytorch README): 64 px, lr 0.002, batch 16, z/w 64, R1 10, D reg every 16, G reg
+        # every 4; its rosinality-style StyleGAN2 caps the channels at 128 and maps with 8 layers.
+        Preset("segan", None, 25000, 16, 4, 1, 0.002, 10, None, None, 8, z_dim=64, w_dim=64, channel_max=128,
+               model="segan", description="SEGAN: StyleGAN2 with linear subspaces per layer (--mode 0..3)"),
     ]
 }
 
@@ -159,7 +164,8 @@ class TrainSettings:
     from the command line through :func:`~styleforge.train.loop.train` to :func:`resolve_options`."""
 
     cfg: str = "auto"
-    model: str = "stylegan2"  # what is trained: a name of styleforge.train.registry
+    model: Optional[str] = None  # what is trained: a name of styleforge.train.registry (None: the preset's)
+    model_opts: Dict[str, Any] = field(default_factory=dict)  # the model's own options (SEGAN's mode...)
     batch: Optional[int] = None
     gamma: Optional[float] = None
     kimg: Optional[float] = None
@@ -276,6 +282,13 @@ class TrainingOptions:
         return int(round(self.kimg * 1000))
 
 
+def with_model(s: TrainSettings) -> TrainSettings:
+    """``s`` with its model named: the one given, else the preset's (``segan`` for ``--cfg segan``)."""
+    if s.model is not None:
+        return s
+    return dataclasses.replace(s, model=PRESETS[s.cfg].model if s.cfg in PRESETS else "stylegan2")
+
+
 def _fmt(x: float) -> str:
     return f"{x:g}"
 
@@ -291,7 +304,7 @@ def run_desc(dataset_name: str, cfg: str, gpus: int, *, cond=False, mirror=False
     if mirror:
         desc += "-mirror"
     desc += f"-{cfg}" + (f"{gpus:d}" if cfg == "auto" else "")
-    if model != "stylegan2":
+    if model not in ("stylegan2", cfg):
         desc += f"-{model}"
     # overridden settings in the official order; aug and augpipe appear by value alone
     for label, value in (("gamma", gamma), ("kimg", kimg), ("batch", batch), ("", aug), ("p", p),
@@ -337,7 +350,7 @@ def resolve_options(
 ) -> TrainingOptions:
     """Apply the preset ``settings.cfg`` and the user's ``settings`` (or ``TrainSettings`` fields given as
     keywords, replacing those of ``settings``), with the official validation rules (one-line errors)."""
-    s = dataclasses.replace(settings or TrainSettings(), **fields)
+    s = with_model(dataclasses.replace(settings or TrainSettings(), **fields))
     if gpus < 1 or gpus & (gpus - 1):
         raise StyleforgeError("must be a power of two (1, 2, 4, ...)", param="gpus", value=gpus)
     if resolution < 8 or resolution & (resolution - 1):
@@ -427,7 +440,8 @@ def resolve_options(
     snap_v = s.snap if s.snap is not None else pr.snap
     return TrainingOptions(
         data=data, dataset_name=dataset_name, resolution=resolution, num_channels=num_channels,
-        num_images=num_images, cond=s.cond, label_dim=c_dim, mirror=s.mirror, cfg=s.cfg, model=s.model, gpus=gpus,
+        num_images=num_images, cond=s.cond, label_dim=c_dim, mirror=s.mirror, cfg=s.cfg, model=s.model,
+        model_opts=dict(s.model_opts), gpus=gpus,
         batch=total_batch, batch_gpu=batch_gpu, kimg=s.kimg if s.kimg is not None else pr.kimg,
         gamma=s.gamma if s.gamma is not None else pr.gamma, G=G, D=D, lrate=pr.lrate,
         pl_weight=pr.pl_weight, style_mixing_prob=pr.style_mixing_prob, ema_kimg=pr.ema_kimg,

@@ -27,6 +27,9 @@ What a model must provide:
   resumed like Adam's; work after each step (WGAN's weight clipping) belongs in its ``step()``.
 * optional ``intervals(opts) -> {"Gmain": n, ...}``: run a main phase only every n-th step (WGAN's n_critic: G
   once per n critic steps). Main phases always get gain 1 (the regularisers' gain is their interval).
+* optional ``options``: the model's own settings and their defaults (SEGAN's ``mode``), given by the user as
+  ``TrainSettings.model_opts`` and checked by ``check_options(opts_dict) -> opts_dict`` (one-line errors); they
+  reach ``configure`` as ``opts.model_opts``, and ``--resume auto`` continues only a run with the same values.
 * optional ``on_step(networks, cur_nimg, opts)`` before every step, with ``{"G", "D", "G_ema"}`` and the images
   shown so far: schedules that follow training progress (ProGAN's resolution and fade-in, kept in buffers so
   that snapshots and resume states carry them).
@@ -35,7 +38,7 @@ What a model must provide:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol
 
 import torch
@@ -98,12 +101,26 @@ class Model:
     optimizer: Optional[Callable[[str, nn.Module, TrainingOptions], torch.optim.Optimizer]] = None
     intervals: Callable[[TrainingOptions], Dict[str, int]] = _no_intervals
     on_step: Optional[Callable[[Dict[str, nn.Module], int, TrainingOptions], None]] = None
+    options: Dict[str, Any] = field(default_factory=dict)
+    check_options: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None
+
+    def resolve_options(self, given: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """The model's options: its defaults updated with ``given`` (unknown names refused, then checked)."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.options))
+        if unknown:
+            what = f"its options are {', '.join(sorted(self.options))}" if self.options else "it has no options"
+            raise StyleforgeError(f"{', '.join(unknown)} does not apply to model {self.name} ({what})",
+                                  param=unknown[0])
+        out = {**self.options, **given}
+        return self.check_options(out) if self.check_options is not None else out
 
 
 _MODELS: Dict[str, Model] = {}
 MODEL_MODULES: Dict[str, str] = {
     **{name: "styleforge.baselines.models" for name in ("gan", "cgan", "dcgan", "cdcgan", "wgan", "wgan-gp",
                                                         "dcgan-style", "progan")},
+    "segan": "styleforge.segan.train",
 }
 """Model name -> the module that registers it, imported on first use (models living outside this package)."""
 

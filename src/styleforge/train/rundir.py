@@ -40,14 +40,17 @@ def run_dirs(outdir: Path) -> List[Path]:
     return sorted(dirs, key=lambda d: int(_RUN_DIR.match(d.name).group(1)))
 
 
-def find_auto_resume(outdir: Path, data: str, cfg: str, model: str = "stylegan2") -> Optional[Path]:
-    """The newest run folder of ``outdir`` that trained ``model`` on ``data`` with ``cfg`` and has a resume state."""
+def find_auto_resume(outdir: Path, data: str, cfg: str, model: str = "stylegan2",
+                     model_opts: Optional[Dict[str, Any]] = None) -> Optional[Path]:
+    """The newest run folder of ``outdir`` that trained ``model`` on ``data`` with ``cfg`` (and the model options
+    ``model_opts``, e.g. SEGAN's mode) and has a resume state."""
     for d in reversed(run_dirs(outdir)):
         try:
             o = json.loads((d / "training_options.json").read_text())
         except (OSError, ValueError):
             continue
         if (o.get("data") == data and o.get("cfg") == cfg and o.get("model", "stylegan2") == model
+                and all((o.get("model_opts") or {}).get(k) == v for k, v in (model_opts or {}).items())
                 and (d / STATE_NAME).is_file()):
             return d
     return None
