@@ -301,7 +301,8 @@ def create_app(engine: Engine) -> FastAPI:
                         headers={"X-Space": space})
 
     @app.post("/api/download", summary="A zip of the items' PNGs and their latents (latents.npz: w [N, num_ws, "
-              "w_dim]; z [N, z_dim] for a network without a W space)", responses={200: {"content": {"application/zip": {}}}})
+              "w_dim]; z [N, z_dim] for a network without a W space)",
+              responses={200: {"content": {"application/zip": {}}}})
     def download(req: DownloadRequest):
         if not 1 <= len(req.items) <= engine.limits.max_seeds:
             raise LimitError(f"give 1 to {engine.limits.max_seeds} items", param="items")
