@@ -367,7 +367,7 @@ class Engine:
             self.network(self.default_network)  # loaded now: a bad --network fails at start, not on the first request
         G = self.network().G
         if directions:
-            self.network().require_w("direction files")
+            self.network().require_w("loading direction files")
         for spec in directions:  # given at start: checked against the default network now
             for d in self.add_direction_file(Path(spec), name=Path(spec).stem):
                 self.directions[d["id"]].for_network(G.num_ws, G.w_dim, source=str(spec))
