@@ -83,7 +83,8 @@ def test_page_and_openapi(client):
 def test_info_names_device_and_network(client):
     info = client.get("/api/info").json()
     assert info["device"] == "cpu" and info["network"] == "faces32" and "faces32" in info["bundled"]
-    assert "cdcgan-mnist" not in info["bundled"]  # a bundled baseline without a W space is not offered
+    assert "cdcgan-mnist" in info["bundled"] and info["editable"] == ["faces32"]  # baselines open too (no W)
+    assert info["w_space"] is True and info["truncation"] == "w"
     assert (info["resolution"], info["channels"], info["num_ws"]) == (32, 1, 8)
     assert info["layer_presets"][:2] == ["all", "0-1"] and info["allow_uploads"] is False
 

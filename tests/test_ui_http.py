@@ -168,6 +168,32 @@ def test_page_drops_stale_slider_events(server):
     assert np.array_equal(decode(bytes(shown)), decode(want))
 
 
+def test_page_baseline_without_w_space(server):
+    """A bundled baseline (cdcgan-mnist, no W space) picked on the page: the note is shown, the W tools hidden,
+    the seed grid follows the class picker, and the Z interpolation plays."""
+    url, _ = server
+    with _new_page() as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.wait_for_function("window.sfRenders >= 1", timeout=20_000)
+        assert page.is_hidden("#note") and page.is_visible("#right")
+        page.select_option("#net-pick", "cdcgan-mnist")
+        page.click("#net-load")
+        page.wait_for_function("document.getElementById('note').textContent.includes('no W space')", timeout=20_000)
+        assert page.is_visible("#note") and "cdcgan" in page.inner_text("#note")
+        for w_only in ("#right", "#mix-go", "#photo-go", "#reset"):
+            assert page.is_hidden(w_only), w_only
+        assert page.eval_on_selector_all("#class-pick option", "os => os.length") == 10
+        page.wait_for_function("document.querySelectorAll('#grid img').length == 12", timeout=20_000)
+        first = page.eval_on_selector("#grid img", "el => el.src")
+        page.select_option("#class-pick", "7")
+        page.wait_for_function(f"document.querySelector('#grid img').src != {first!r}", timeout=20_000)
+        page.click("#interp-go")
+        page.wait_for_function("document.getElementById('interp-img').naturalWidth > 0", timeout=20_000)
+        assert page.inner_text("#msg") == "" and not errors
+
+
 def test_styleforge_ui_command_serves_and_stops(tmp_path):
     """The real command in its own process: serves the page and the API on 127.0.0.1, stops on SIGINT."""
     import signal

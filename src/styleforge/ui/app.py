@@ -5,6 +5,11 @@ Errors are JSON ``{"error": "<one readable line>", "param": "<the field it is ab
 (a seed out of range, a file that is not a network, a photo without a face), 404 for an unknown id, 403 for a
 network upload on a server started without ``--allow-uploads``, 413 for a body over the size limits, 422 for a
 request of the wrong shape. A failing request never takes the server down.
+
+A network without a W space (a baseline of :mod:`styleforge.baselines`, e.g. the bundled ``cdcgan-mnist``) opens
+too: ``/api/info`` says ``"w_space": false`` (and its classes), ``/api/generate``, ``/api/render`` of a seed,
+``/api/interpolate`` between two seeds (slerp in Z) and ``/api/download`` work; what needs a W space (edits, SeFa,
+GANSpace, style mixing, W latents, projection) answers 400 with one line naming the network and why.
 """
 
 from __future__ import annotations
@@ -189,7 +194,8 @@ def _png(data: bytes) -> Response:
 def create_app(engine: Engine) -> FastAPI:
     """The page and the API over ``engine``."""
     app = FastAPI(title="styleforge", version="1", description="Explore a StyleGAN2 network: generate, edit, "
-                  "mix, interpolate, project photos. Errors are JSON {error, param} with a 4xx status.")
+                  "mix, interpolate, project photos (a baseline without a W space: generate and "
+                  "interpolate in Z). Errors are JSON {error, param} with a 4xx status.")
     app.state.engine = engine
     app.add_middleware(BodyLimit, engine=engine)
 
@@ -280,7 +286,8 @@ def create_app(engine: Engine) -> FastAPI:
         if req.format == "frames":
             from .engine import png_bytes
 
-            return {"space": space, "frames": [_b64(png_bytes(f)) for f in frames], "w": ws.tolist()}
+            key = "w" if engine.network(req.network).w_space else "z"  # a baseline's frames are z [T, z_dim]
+            return {"space": space, "frames": [_b64(png_bytes(f)) for f in frames], key: ws.tolist()}
         from ..video import ffmpeg_available, write_gif, write_mp4
 
         if req.format == "mp4" and ffmpeg_available() is None:
@@ -294,7 +301,8 @@ def create_app(engine: Engine) -> FastAPI:
                         headers={"X-Space": space})
 
     @app.post("/api/download", summary="A zip of the items' PNGs and their latents (latents.npz: w [N, num_ws, "
-              "w_dim])", responses={200: {"content": {"application/zip": {}}}})
+              "w_dim]; z [N, z_dim] for a network without a W space)",
+              responses={200: {"content": {"application/zip": {}}}})
     def download(req: DownloadRequest):
         if not 1 <= len(req.items) <= engine.limits.max_seeds:
             raise LimitError(f"give 1 to {engine.limits.max_seeds} items", param="items")
@@ -309,7 +317,7 @@ def create_app(engine: Engine) -> FastAPI:
                 names.append(name)
                 z.writestr(f"{name}.png", engine.render(req.network, it["latent"], it["edits"], req.noise_mode))
             npz = io.BytesIO()
-            np.savez(npz, w=ws, names=np.array(names))
+            np.savez(npz, **{"w" if net.w_space else "z": ws}, names=np.array(names))
             z.writestr("latents.npz", npz.getvalue())
             z.writestr("items.json", json.dumps({"network": net.key, "noise_mode": req.noise_mode,
                                                  "items": [dict(it, name=n) for it, n in zip(items, names)]},

@@ -7,7 +7,9 @@ gives the same image and can be cached:
 - a **latent**: ``{"seed": 3, "trunc": 0.7, "class": null}`` (z drawn and mapped as official generate.py does),
   ``{"latent": "<id>"}`` (a stored latent, e.g. a projected photo), ``{"w": [[...]]}`` (inline, [w_dim] or
   [num_ws, w_dim]) or ``{"mix": {"row": 85, "col": 55, "layers": "0-3", "trunc": 1}}`` (style mixing: the row
-  seed's latents with ``layers`` taken from the column seed, as official style_mixing.py);
+  seed's latents with ``layers`` taken from the column seed, as official style_mixing.py). A network without a
+  W space (a baseline: ``G(z, c)`` straight to the image) takes seed latents only, its truncation scaling z
+  towards 0 as generate.py's does; everything that needs W is refused (:class:`NoWSpace`, one readable line);
 - **edits**: ``[{"direction": "sefa:all:0", "strength": 2.0, "layers": null}, ...]``, added one after the other
   (:func:`styleforge.directions.apply`). Direction ids: ``sefa:<layers>:<k>`` (SeFa factor k of those latent layers),
   ``ganspace:<layers>:<k>`` (GANSpace component k, strength in standard deviations), or the id of a loaded
@@ -42,7 +44,6 @@ import torch
 from .. import zoo
 from ..directions import Direction, apply, load_directions, parse_layers
 from ..directions.mixing import mix_ws
-from ..directions.render import check_w_space
 from ..errors import MissingNetworkError, StyleforgeError
 from ..images import make_grid, uint8_as_generate
 from ..latents import check_truncation, class_label, seed_to_z
@@ -82,6 +83,17 @@ class NotFound(StyleforgeError):
 
 class Forbidden(StyleforgeError):
     """Something this server was not started to allow (HTTP 403)."""
+
+
+class NoWSpace(StyleforgeError):
+    """A request that needs a W space (editing, style mixing, projection, W latents) on a network without one,
+    e.g. a baseline (HTTP 400)."""
+
+
+# a baseline's registered kind -> its model names (unconditional, conditional) as ``train_baseline.py --model``
+# knows them (wgan and wgan-gp train the dcgan networks: a checkpoint cannot tell them apart)
+BASELINE_KINDS = {"mlp": ("gan", "cgan"), "dcgan": ("dcgan", "cdcgan"), "style": ("dcgan-style", ""),
+                  "progan": ("progan", "")}
 
 
 class FifoLock:
@@ -194,21 +206,61 @@ class Network:
     _pca: Any = None
     _w_stats: Any = None
 
+    @property
+    def w_space(self) -> bool:
+        """Whether G maps z to a W space (a StyleGAN generator); a baseline (``styleforge.baselines``) maps z
+        straight to an image, ``G(z, c)``."""
+        return bool(getattr(self.G, "has_w_space", False))
+
+    @property
+    def name(self) -> str:
+        """How messages name the network (an upload by its file name, not its key)."""
+        return self.label if self.key.startswith("upload:") else self.key
+
+    def model_text(self) -> str:
+        """What kind of network this is, in words: ``a cdcgan baseline`` (from the registered arch)."""
+        if self.w_space:
+            return "a StyleGAN generator"
+        parts = str(getattr(self.G, "arch", "")).split(".")
+        conditional = bool(getattr(self.G, "c_dim", 0))
+        if len(parts) == 3 and parts[0] == "baselines":
+            names = BASELINE_KINDS.get(parts[1])
+            if names is not None and names[conditional]:
+                return f"a {names[conditional]} baseline"
+            return f"a {'conditional ' if conditional else ''}{(names or (parts[1],))[0]} baseline"
+        return "a generator that maps z straight to images"
+
+    def require_w(self, what: str) -> None:
+        """Refuse (a 400 with one readable line) what needs a W space on a network without one."""
+        if not self.w_space:
+            raise NoWSpace(f"{{name}} {self.name} has no W space ({self.model_text()}): {what} needs a StyleGAN "
+                           "network", param="network", label="network")
+
     def info(self) -> Dict[str, Any]:
         G = self.G
+        c_dim = int(getattr(G, "c_dim", 0))
+        out = {"network": self.key, "label": self.label, "resolution": int(G.img_resolution),
+               "channels": int(G.img_channels), "z_dim": int(G.z_dim), "c_dim": c_dim,
+               "classes": list(range(c_dim)), "w_space": self.w_space, "model": self.model_text(),
+               "has_discriminator": self.D is not None}
+        if not self.w_space:
+            return {**out, "num_ws": None, "w_dim": None, "layer_presets": [], "factors": 0, "truncation": "z",
+                    "note": f"{self.name} has no W space ({self.model_text()}): seeds"
+                            + (", classes" if c_dim else "") + " and interpolation in Z work, truncation scales z "
+                            "towards 0; editing, style mixing and photo projection need a StyleGAN network"}
         num_ws = int(G.num_ws)
         presets = ["all", "0-1"]
         if num_ws > 2:
             presets.append(f"2-{min(5, num_ws - 1)}")
         if num_ws > 6:
             presets.append(f"6-{num_ws - 1}")
-        return {"network": self.key, "label": self.label, "resolution": int(G.img_resolution),
-                "channels": int(G.img_channels), "num_ws": num_ws, "w_dim": int(G.w_dim), "z_dim": int(G.z_dim),
-                "c_dim": int(getattr(G, "c_dim", 0)), "layer_presets": presets, "factors": min(FACTORS, int(G.w_dim)),
-                "has_discriminator": self.D is not None}
+        return {**out, "num_ws": num_ws, "w_dim": int(G.w_dim), "layer_presets": presets,
+                "factors": min(FACTORS, int(G.w_dim)), "truncation": "w"}
 
     def sefa(self, layers: str) -> List[Direction]:
         from ..directions.sefa import sefa
+
+        self.require_w("SeFa")
 
         spec = _layers_key(layers, self.G.num_ws)
         if spec not in self._sefa:
@@ -218,6 +270,8 @@ class Network:
     def ganspace(self, layers: str) -> List[Direction]:
         from ..directions.ganspace import ganspace_directions, pca_w
 
+        self.require_w("GANSpace")
+
         spec = _layers_key(layers, self.G.num_ws)
         if self._pca is None:
             self._pca = pca_w(self.G, GANSPACE_SAMPLES, min(FACTORS, self.G.w_dim))
@@ -225,6 +279,8 @@ class Network:
 
     def w_stats(self):
         from ..project.projector import compute_w_stats
+
+        self.require_w("photo projection")
 
         if self._w_stats is None:
             self._w_stats = compute_w_stats(self.G)
@@ -303,7 +359,6 @@ class Engine:
         weakref.finalize(self, shutil.rmtree, str(self.upload_dir), True)
         for key, G in (preloaded or {}).items():
             G = G.eval().requires_grad_(False).to(self.device)
-            check_w_space(G)
             self._pinned[key] = Network(key, f"{key} (in memory)", G, None, None)
         if network is None and self._pinned:
             self.default_network = next(iter(self._pinned))
@@ -311,6 +366,8 @@ class Engine:
             self.default_network = self._key(network)
             self.network(self.default_network)  # loaded now: a bad --network fails at start, not on the first request
         G = self.network().G
+        if directions:
+            self.network().require_w("loading direction files")
         for spec in directions:  # given at start: checked against the default network now
             for d in self.add_direction_file(Path(spec), name=Path(spec).stem):
                 self.directions[d["id"]].for_network(G.num_ws, G.w_dim, source=str(spec))
@@ -367,7 +424,6 @@ class Engine:
         G = G.eval().requires_grad_(False)
         if D is not None:
             D = D.eval().requires_grad_(False)
-        check_w_space(G)
         name = label or (f"{key} (bundled)" if key in bundled_names() else key)
         return Network(key, name, G, D, bundle.path)
 
@@ -397,6 +453,7 @@ class Engine:
 
     # -- latents -----------------------------------------------------------------------------------------------
     def _seed_ws(self, net: Network, seed: Any, trunc: float, class_idx: Optional[int]) -> torch.Tensor:
+        net.require_w("a W latent")
         seed = check_seed(seed)
         check_truncation(float(trunc))
         G = net.G
@@ -414,6 +471,8 @@ class Engine:
         if len(given) != 1:
             raise StyleforgeError("give exactly one of seed, latent, w or mix", param="latent")
         kind = given[0]
+        net.require_w({"seed": "a W latent", "latent": "a stored W latent", "w": "a W latent",
+                       "mix": "style mixing"}[kind])
         trunc = spec.get("trunc", 1.0)
         if kind == "seed":
             return self._seed_ws(net, spec["seed"], trunc if trunc is not None else 1.0, spec.get("class"))
@@ -454,6 +513,7 @@ class Engine:
         return mix_ws(rows[0], cols[0], layers)[None]
 
     def store_latent(self, net: Network, ws: np.ndarray, name: str = "") -> str:
+        net.require_w("a W latent")
         lid = (name or "w") + "-" + uuid.uuid4().hex[:10]
         self.latents.put(lid, (net.key, np.asarray(ws, dtype=np.float32).reshape(1, net.G.num_ws, net.G.w_dim)))
         return lid
@@ -511,6 +571,8 @@ class Engine:
                              param=param, too_large=True)
 
     def edited(self, net: Network, ws: torch.Tensor, edits: Sequence[Dict[str, Any]]) -> torch.Tensor:
+        if edits:
+            net.require_w("editing")
         for e in edits or ():
             if not isinstance(e, dict) or e.get("direction") is None:
                 raise StyleforgeError("each edit is {direction, strength, layers}", param="edits")
@@ -527,8 +589,8 @@ class Engine:
                    seeds: Optional[Sequence[int]] = None) -> np.ndarray:
         """[N, H, W, C] uint8 as official generate.py converts; noise ``random`` is seeded per image with
         ``torch.manual_seed(seed)`` (the image's seed, else 0), as generate.py does."""
-        if noise_mode not in NOISE_MODES:
-            raise StyleforgeError("use const, random or none", param="noise_mode", value=repr(noise_mode))
+        net.require_w("a W latent")
+        check_noise_mode(noise_mode)
         self.check_output(len(ws), net)
         out = []
         with self.lock, torch.no_grad():
@@ -540,6 +602,28 @@ class Engine:
                 for i in range(0, len(ws), 8):
                     out.append(uint8_as_generate(net.G.synthesis(ws[i: i + 8], noise_mode=noise_mode)))
         return np.concatenate(out)
+
+    def z_images(self, net: Network, z: np.ndarray, c: Optional[torch.Tensor], trunc: float = 1.0) -> np.ndarray:
+        """[N, H, W, C] uint8 of a network without a W space: ``G(z, c, truncation_psi=trunc)`` as generate.py
+        calls it (z [N, z_dim] as drawn from the seeds; its truncation scales z towards 0); ``c``: None, one label
+        [1, c_dim] for all, or one per latent [N, c_dim] (soft labels between classes too)."""
+        check_truncation(float(trunc))
+        self.check_output(len(z), net)
+        out = []
+        with self.lock, torch.no_grad():
+            for i in range(0, len(z), 8):
+                zb = torch.from_numpy(np.ascontiguousarray(z[i: i + 8])).to(self.device)
+                cb = None if c is None else (c.repeat(len(zb), 1) if len(c) == 1 else c[i: i + 8])
+                out.append(uint8_as_generate(net.G(zb, cb, truncation_psi=float(trunc))))
+        return np.concatenate(out)
+
+    def _seed_only(self, net: Network, latent: Any) -> int:
+        """The seed of a ``{seed, trunc, class}`` latent, the only kind a network without a W space draws; any
+        other latent is refused with what it needs (a W space, or one latent)."""
+        given = [k for k in ("seed", "latent", "w", "mix") if isinstance(latent, dict) and latent.get(k) is not None]
+        if given != ["seed"]:
+            self.ws_of(net, latent)  # raises: not one latent, or a W latent / style mixing on a z-only network
+        return check_seed(latent["seed"])
 
     def check_output(self, n: int, net: Network) -> None:
         px = n * net.G.img_resolution ** 2
@@ -561,6 +645,13 @@ class Engine:
                noise_mode: str = "const") -> bytes:
         """One image (PNG bytes) of a latent with edits; cached by request."""
         net = self.network(network)
+        if not net.w_space:  # a seed, no edits: the image /api/generate makes
+            seed = self._seed_only(net, latent)
+            if edits:
+                net.require_w("editing")
+            trunc = latent.get("trunc")
+            return self.generate(net.key, [seed], 1.0 if trunc is None else trunc, latent.get("class"),
+                                 noise_mode)[0]
 
         def make():
             with self.lock:  # mapping, directions (SeFa, GANSpace on first use) and synthesis: one job at a time
@@ -573,12 +664,18 @@ class Engine:
 
     def generate(self, network: Optional[str], seeds: Sequence[int], trunc: float = 1.0,
                  class_idx: Optional[int] = None, noise_mode: str = "const") -> List[bytes]:
-        """PNG bytes per seed, as official generate.py makes them (each seed mapped on its own)."""
+        """PNG bytes per seed, as official generate.py makes them (each seed mapped on its own; a network without a
+        W space gets ``G(z, c)``, its truncation scaling z)."""
         net = self.network(network)
         seeds = check_seeds(seeds, self.limits)
+        check_noise_mode(noise_mode)
+        check_truncation(float(trunc))
+        c = None if net.w_space else class_label(net.G, class_idx, self.device)  # checked before any work
 
         def one(s):
             def make():
+                if not net.w_space:  # (no noise inputs: noise_mode changes nothing)
+                    return png_bytes(self.z_images(net, seed_to_z(s, net.G.z_dim)[None], c, trunc)[0])
                 with self.lock:
                     img = self.synthesize(net, self._seed_ws(net, s, trunc, class_idx), noise_mode, [s])[0]
                 return png_bytes(img)
@@ -597,8 +694,17 @@ class Engine:
         return png_bytes(make_grid(arrs, cols))
 
     def latents_of(self, network: Optional[str], items: Sequence[Dict[str, Any]]) -> Tuple[Network, np.ndarray]:
-        """[N, num_ws, w_dim] float32 for items ``{latent, edits}``."""
+        """[N, num_ws, w_dim] float32 for items ``{latent, edits}``; for a network without a W space the seeds'
+        z [N, z_dim] as drawn (before truncation; seed latents without edits only)."""
         net = self.network(network)
+        if not net.w_space:
+            zs = []
+            for it in items:
+                seed = self._seed_only(net, it.get("latent") or {})
+                if it.get("edits"):
+                    net.require_w("editing")
+                zs.append(seed_to_z(seed, net.G.z_dim))
+            return net, np.stack(zs).astype(np.float32)
         with self.lock:
             ws = [self.edited(net, self.ws_of(net, it.get("latent") or {}), it.get("edits") or ()) for it in items]
         return net, torch.cat(ws).cpu().numpy().astype(np.float32)
@@ -606,7 +712,9 @@ class Engine:
     def interpolate(self, network: Optional[str], start: Dict[str, Any], end: Dict[str, Any], steps: int,
                     space: Optional[str] = None, noise_mode: str = "const") -> Tuple[np.ndarray, np.ndarray, str]:
         """(frames [T, H, W, C] uint8, their latents [T, num_ws, w_dim], the space): slerp in Z between two
-        seeds (``space`` z, the default for two seeds), lerp in W / W+ otherwise."""
+        seeds (``space`` z, the default for two seeds), lerp in W / W+ otherwise. A network without a W space:
+        slerp in Z between two seeds only (latents [T, z_dim]); a conditional one takes each end's class (one
+        end's class serves both), the labels lerped between two classes."""
         net = self.network(network)
         with self.lock:
             return self._interpolate(net, start, end, steps, space, noise_mode)
@@ -618,6 +726,8 @@ class Engine:
         if not 2 <= int(steps) <= self.limits.max_frames:
             raise LimitError(f"use 2 to {self.limits.max_frames} frames", param="steps")
         self.check_output(int(steps), net)
+        if not net.w_space:
+            return self._interpolate_z(net, start, end, int(steps), space)
         both_seeds = all(isinstance(e, dict) and e.get("seed") is not None and len(
             [k for k in ("latent", "w", "mix") if e.get(k) is not None]) == 0 for e in (start, end))
         if space not in (None, "z", "w", "w+"):
@@ -643,6 +753,29 @@ class Engine:
         frames = self.synthesize(net, torch.from_numpy(np.ascontiguousarray(ws)).to(self.device), noise_mode)
         return frames, ws, used
 
+    def _interpolate_z(self, net: Network, start: Dict[str, Any], end: Dict[str, Any], steps: int,
+                       space: Optional[str]) -> Tuple[np.ndarray, np.ndarray, str]:
+        from ..project.interpolate import lerp, slerp
+
+        if space not in (None, "z"):
+            if space not in ("w", "w+"):
+                raise StyleforgeError("use z, w or w+", param="space", value=repr(space))
+            net.require_w(f"interpolation in {space.upper()}")
+        a, b = self._seed_only(net, start), self._seed_only(net, end)
+        trunc = start.get("trunc")
+        t = np.linspace(0.0, 1.0, steps)
+        z = slerp(seed_to_z(a, net.G.z_dim), seed_to_z(b, net.G.z_dim), t)
+        ca, cb = start.get("class"), end.get("class")
+        c = None
+        if getattr(net.G, "c_dim", 0):
+            ca, cb = (cb if ca is None else ca), (ca if cb is None else cb)
+            la, lb = (class_label(net.G, k, "cpu")[0].numpy() for k in (ca, cb))
+            c = torch.from_numpy(lerp(la, lb, t).astype(np.float32)).to(self.device)
+        else:
+            class_label(net.G, ca if ca is not None else cb, self.device)  # a class here: warned, ignored
+        frames = self.z_images(net, z, c, 1.0 if trunc is None else float(trunc))
+        return frames, z.astype(np.float32), "z"
+
     # -- projection --------------------------------------------------------------------------------------------
     def prepare_photo(self, net: Network, data: bytes, filename: str = "photo", align: bool = True
                       ) -> np.ndarray:
@@ -654,6 +787,7 @@ class Engine:
         from ..images import read_image
         from ..project.batch import load_target_image
 
+        net.require_w("photo projection")
         self.check_upload_size(data, "photo")
         name = Path(filename or "photo").name
         try:
@@ -702,6 +836,7 @@ class Engine:
         from ..project.projector import ProjectorConfig
 
         net = self.network(network)
+        net.require_w("photo projection")
         if not 1 <= int(steps) <= self.limits.max_project_steps:
             raise LimitError(f"use 1 to {self.limits.max_project_steps} steps", param="steps")
         ProjectorConfig(num_steps=int(steps), space=space).validate()
@@ -785,7 +920,8 @@ class Engine:
 
     def info(self, network: Optional[str] = None) -> Dict[str, Any]:
         net = self.network(network)
-        return {**net.info(), "device": str(self.device), "bundled": editable_bundled_names(),
+        return {**net.info(), "device": str(self.device), "bundled": bundled_names(),
+                "editable": editable_bundled_names(),
                 "default_network": self.default_network, "allow_uploads": self.allow_uploads,
                 "directions": [{"id": k, "name": d.name or k, "w_dim": d.w_dim, "scale": d.scale}
                                for k, d in self.directions.items()],
@@ -793,8 +929,9 @@ class Engine:
 
 
 def editable_bundled_names() -> List[str]:
-    """The bundled models the UI can explore: StyleGAN generators (a W space), told from each file's metadata
-    without loading it (``cdcgan-mnist``, a baseline without a W space, is left out)."""
+    """The bundled models with a W space (StyleGAN generators: every tool of the UI works on them), told from each
+    file's metadata without loading it. The UI offers every bundled model (:func:`bundled_names`); the
+    baselines (``dcgan-mnist``, ``cdcgan-mnist``) generate and interpolate in Z, and are not in this list."""
     from safetensors import safe_open
 
     from ..utils.cache import BUNDLED_MODELS_DIR
@@ -810,6 +947,11 @@ def editable_bundled_names() -> List[str]:
         if arch.startswith("stylegan2"):
             out.append(name)
     return out
+
+
+def check_noise_mode(noise_mode: Any) -> None:
+    if noise_mode not in NOISE_MODES:
+        raise StyleforgeError("use const, random or none", param="noise_mode", value=repr(noise_mode))
 
 
 def check_seed(seed: Any) -> int:

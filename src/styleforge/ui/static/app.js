@@ -30,15 +30,19 @@ async function upload(path, fields) {
 }
 
 const trunc = () => parseFloat($("trunc").value);
+const wSpace = () => !S.info || S.info.w_space !== false;  // baselines (G(z, c)) have none
+// the class of a conditional network (the picker), else nothing
+const withClass = (o) => (S.info && S.info.c_dim ? { ...o, class: parseInt($("class-pick").value, 10) } : o);
 
 function latent() {
   if (S.base.latent) return { latent: S.base.latent };
   if (S.base.mix) return { mix: { ...S.base.mix, trunc: trunc() } };
-  return { seed: S.base.seed, trunc: trunc() };
+  return withClass({ seed: S.base.seed, trunc: trunc() });
 }
 
 function edits() {
   const out = [];
+  if (!wSpace()) return out;  // no W space: no sliders to apply
   const method = $("method").value, layers = $("layers").value;
   document.querySelectorAll("#factors input[type=range]").forEach((el, k) => {
     const v = parseFloat(el.value);
@@ -102,7 +106,8 @@ async function loadGrid() {
   const n = Math.min(12, S.info ? S.info.limits.max_seeds : 12);
   const seeds = Array.from({ length: n }, (_, i) => start + i);
   try {
-    const j = await (await api("/api/generate", { network: S.network, seeds, trunc: trunc(), format: "json" })).json();
+    const j = await (await api("/api/generate", withClass({ network: S.network, seeds, trunc: trunc(),
+                                                            format: "json" }))).json();
     const grid = $("grid");
     grid.innerHTML = "";
     S.gridSeeds = seeds;
@@ -164,7 +169,17 @@ async function loadNetwork(spec) {
     S.network = info.network;
     $("device").textContent = "device: " + info.device;
     $("net-info").textContent = `${info.label}: ${info.resolution}px, ${info.channels === 1 ? "gray" : "RGB"}, ` +
-      `${info.num_ws} latent layers` + (info.c_dim ? `, ${info.c_dim} classes` : "");
+      (info.w_space === false ? "no W space" : `${info.num_ws} latent layers`) +
+      (info.c_dim ? `, ${info.c_dim} classes` : "");
+    // a network without a W space (a baseline): seeds, classes and Z interpolation; the W tools are hidden
+    const noW = info.w_space === false;
+    $("note").textContent = noW ? info.note : "";
+    $("note").hidden = !noW;
+    document.querySelectorAll(".w-only").forEach((el) => { el.hidden = noW; });
+    $("trunc-label").textContent = noW ? "truncation (scales z)" : "truncation";
+    const classes = info.classes || [];
+    $("class-pick").innerHTML = classes.map((k) => `<option value="${k}">${k}</option>`).join("");
+    $("class-row").hidden = classes.length === 0;
     const pick = $("net-pick");
     if (![...pick.options].some((o) => o.value === info.network)) {
       const o = new Option(info.label, info.network);
@@ -192,7 +207,10 @@ async function init() {
   try {
     const info = await (await api("/api/info")).json();
     const pick = $("net-pick");
-    for (const name of info.bundled) pick.appendChild(new Option(name + " (bundled)", name));
+    const editable = info.editable || info.bundled;
+    for (const name of info.bundled) {
+      pick.appendChild(new Option(name + (editable.includes(name) ? " (bundled)" : " (bundled, no W space)"), name));
+    }
     pick.appendChild(new Option("path on the server…", "__path__"));
     await loadNetwork(info.network);
   } catch (e) { showError(e); }
@@ -210,6 +228,7 @@ $("net-upload").onchange = async () => {
 $("trunc").addEventListener("input", () => { $("trunc-val").textContent = trunc().toFixed(2); requestRender(); });
 $("trunc").addEventListener("change", loadGrid);
 $("grid-start").onchange = loadGrid;
+$("class-pick").onchange = () => { loadGrid(); requestRender(); };
 $("grid-prev").onclick = () => { $("grid-start").value = Math.max(0, +$("grid-start").value - 12); loadGrid(); };
 $("grid-next").onclick = () => { $("grid-start").value = +$("grid-start").value + 12; loadGrid(); };
 $("noise").onchange = () => requestRender();
@@ -231,7 +250,7 @@ $("dir-file").onchange = async () => {
   } catch (e) { showError(e); }
 };
 $("download").onclick = async () => {
-  const items = S.gridSeeds.map((s) => ({ latent: { seed: s, trunc: trunc() }, name: `seed${s}` }));
+  const items = S.gridSeeds.map((s) => ({ latent: withClass({ seed: s, trunc: trunc() }), name: `seed${s}` }));
   items.push({ latent: latent(), edits: edits(), name: "current" });
   try {
     const r = await api("/api/download", { network: S.network, items, noise_mode: $("noise").value });
@@ -239,6 +258,21 @@ $("download").onclick = async () => {
     a.href = URL.createObjectURL(await r.blob());
     a.download = "images.zip";
     document.body.appendChild(a); a.click(); a.remove();
+  } catch (e) { showError(e); }
+};
+
+// ---- interpolation in Z between two seeds (a GIF) ---------------------------------------------------------------
+$("interp-go").onclick = async () => {
+  const end = (id) => withClass({ seed: parseInt($(id).value || "0", 10), trunc: trunc() });
+  try {
+    const r = await api("/api/interpolate", { network: S.network, from: end("interp-from"), to: end("interp-to"),
+                                              steps: parseInt($("interp-steps").value || "16", 10), format: "gif" });
+    const img = $("interp-img");
+    const old = img.src;
+    img.src = URL.createObjectURL(await r.blob());
+    img.hidden = false;
+    if (old && old.startsWith("blob:")) URL.revokeObjectURL(old);
+    showError(null);
   } catch (e) { showError(e); }
 };
 
