@@ -216,3 +216,146 @@ def test_bad_input_cli(data, tmp_path):
     r = subprocess.run(cmd + ["--cfg", "segan", "--mode", "1"], env=SUB_ENV, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert '"mode": 1' in r.stdout and "-segan-mode1" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Semantic control and the comparison
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    from styleforge.networks.checkpoint import save_networks
+
+    root = tmp_path_factory.mktemp("segan_nets")
+    out = {}
+    for mode in (0, 2, 3):
+        G = segan(mode, dim=8 if mode == 2 else None)
+        if mode == 2:
+            with torch.no_grad():
+                for info in G.layers():
+                    info.layer.subspace.L.uniform_(0.5, 2)
+        out[mode] = save_networks(root / f"mode{mode}.safetensors", {"G_ema": G})
+    return out
+
+
+def run_cli(script, *args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *map(str, args)], env=SUB_ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_control_grids_and_directions(nets, tmp_path):
+    """The figure holds layer x coordinate rows and value columns; its value-0 column is generate's image of the
+    seed; each row moves only its coordinate; the Directions apply through edit.py to the same pixels."""
+    import PIL.Image
+
+    from styleforge import zoo
+    from styleforge.directions import load_directions
+    from styleforge.directions.render import seeds_to_ws, synthesize
+
+    out = tmp_path / "control"
+    r = run_cli("segan_control.py", "--network", nets[2], "--layers", "1,4", "--dims", "0-2", "--range", "-2,2",
+                "--steps", "5", "--seeds", "3", "--num-samples", "500", "--outdir", out)
+    assert r.returncode == 0, r.stderr
+    for name in ("control.png", "layer01.png", "layer04.png", "index.html", "coordinates.npz", "control.json"):
+        assert (out / name).is_file(), name
+    fig = np.asarray(PIL.Image.open(out / "control.png"))
+    assert fig.shape[:2] == (6 * 16, 5 * 16)
+    G, _ = zoo.load_generator(str(nets[2]))
+    ws = seeds_to_ws(G, [3], 1.0)
+    base = synthesize(G, ws)[0]
+    tiles = fig.reshape(6, 16, 5, 16, 3).transpose(0, 2, 1, 3, 4)
+    for row in range(6):
+        assert np.array_equal(tiles[row, 2], base)  # value 0: the seed's own image
+        assert not np.array_equal(tiles[row, 0], base)  # -2 sigma moves it
+    dirs = load_directions(out / "coordinates.npz")
+    assert [(d.layers, int(np.argmax(d.vector))) for d in dirs] == [((i,), k) for i in (1, 4) for k in range(3)]
+    assert "control.png" in (out / "index.html").read_text()
+    # edit.py with coordinate 4 (layer 4, dim 1) at strength 2 gives the figure's tile
+    e = run_cli("edit.py", "--network", nets[2], "--seeds", "3", "--direction", f"{out / 'coordinates.npz'}:4",
+                "--strengths", "2", "--outdir", tmp_path / "edit")
+    assert e.returncode == 0, e.stderr
+    edited = [p for p in (tmp_path / "edit").rglob("*.png") if "strip" not in p.name and "grid" not in p.name]
+    assert any(np.array_equal(np.asarray(PIL.Image.open(p)), tiles[4, 4]) for p in edited), [p.name for p in edited]
+
+
+def test_control_bad_input(nets, tmp_path):
+    r = run_cli("segan_control.py", "--network", nets[2], "--dims", "7-9", "--outdir", tmp_path / "a")
+    assert r.returncode != 0 and "beyond layer" in r.stderr and "--dims" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run_cli("segan_control.py", "--network", nets[0], "--outdir", tmp_path / "b")
+    assert r.returncode != 0 and "mode-0" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("segan_control.py", "--network", "faces32", "--outdir", tmp_path / "c")
+    assert r.returncode != 0 and "not a SEGAN network" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("segan_control.py", "--network", nets[2], "--range", "3,-3", "--outdir", tmp_path / "d")
+    assert r.returncode != 0 and "--range" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_mode3_coordinates_scale_the_style_input(nets):
+    from styleforge import zoo
+    from styleforge.segan.control import coordinate_directions
+
+    G, _ = zoo.load_generator(str(nets[3]))
+    dirs = coordinate_directions(G, "0", [0, 15], num_samples=200)
+    assert [d.meta["dim"] for d in dirs] == [0, 15] and all(d.meta["L"] == [1.0] for d in dirs)
+
+
+def test_segan_networks_work_with_the_w_tools(nets, tmp_path):
+    """A SEGAN checkpoint generates, projects and edits like any StyleGAN2 network (it keeps the W space)."""
+    r = run_cli("generate.py", "--network", nets[2], "--seeds", "0-1", "--outdir", tmp_path / "gen")
+    assert r.returncode == 0, r.stderr
+    assert len(list((tmp_path / "gen").glob("seed*.png"))) == 2
+    r = run_cli("sefa.py", "--network", nets[2], "--top", "2", "--seeds", "0", "--out", tmp_path / "sefa.npz")
+    assert r.returncode == 0, r.stderr
+
+
+def test_compare_modes_end_to_end(data, tmp_path):
+    """Two modes trained a few steps, FID and PPL with the stand-in detector (PPL in its feature space), the table,
+    curves and samples; a rerun trains and measures nothing again."""
+    from styleforge.metrics import MetricOptions
+    from styleforge.perceptual import save_detector_standin
+    from styleforge.perceptual.detectors import load_detector
+    from styleforge.segan.compare import CompareConfig, compare_modes, feature_distance
+
+    det = load_detector("inception", save_detector_standin(tmp_path / "det.pt"))
+    cfg = CompareConfig(modes=(0, 2), kimg=0.032, metrics=("fid1k_full", "ppl2_wend_1k"), every_snapshot=True,
+                        train=dict(batch=8, kimg_per_tick=0.016, snap=1, workers=0))
+    opts = MetricOptions(num_gen=64, batch_size=32)
+    import styleforge.train.loop as loop
+
+    real_train = loop.train
+
+    def tiny_train(**kw):  # the comparison's own call, with the tests' tiny networks
+        return real_train(**kw, overrides=TINY)
+
+    loop.train = tiny_train
+    try:
+        res = compare_modes(str(data["digits"]), tmp_path / "cmp", cfg, options=opts, detectors={"inception": det},
+                            distance=feature_distance(det), note="stand-in detector")
+    finally:
+        loop.train = real_train
+    rows = res["rows"]
+    assert {(r["mode"], r["metric"]) for r in rows} == {(m, n) for m in (0, 2) for n in cfg.metrics}
+    from styleforge.segan.compare import snapshots
+
+    assert len(rows) == 2 * sum(len(snapshots(run)) for run in res["runs"].values())  # every snapshot
+    assert all(np.isfinite(r["value"]) and r["value"] > 0 for r in rows)
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert "| 0 |" in md and "| 2 |" in md and "stand-in detector" in md
+    for f in ("compare.json", "curves.png", "samples.png", "metrics.jsonl"):
+        assert (tmp_path / "cmp" / f).is_file(), f
+    loop.train = tiny_train
+    try:
+        again = compare_modes(str(data["digits"]), tmp_path / "cmp", cfg, options=opts,
+                              detectors={"inception": det}, distance=feature_distance(det))
+    finally:
+        loop.train = real_train
+    assert again["rows"] == rows  # nothing measured twice
+    assert again["runs"] == res["runs"]
+
+
+def test_compare_cli_bad_input(tmp_path, data):
+    r = run_cli("segan_compare.py", "--data", data["digits"], "--outdir", tmp_path, "--modes", "0,4")
+    assert r.returncode != 0 and "--modes" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run_cli("segan_compare.py", "--data", data["digits"], "--outdir", tmp_path, "--metrics", "fid5k_full",
+                "--inception", tmp_path / "missing.pt")
+    assert r.returncode != 0 and "missing.pt" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -23,6 +23,8 @@ from .commands.interpolate import interpolate_cmd
 from .commands.learn_direction import learn_direction_cmd
 from .commands.project import project_cmd
 from .commands.sefa import sefa_cmd
+from .commands.segan_compare import segan_compare_cmd
+from .commands.segan_control import segan_control_cmd
 from .commands.style_mixing import style_mixing_cmd
 from .commands.submit import submit_cmd
 from .commands.train import train_cmd
@@ -57,6 +59,8 @@ main.add_command(fetch_cmd, "fetch")
 main.add_command(ui_cmd, "ui")
 main.add_command(clip_generate_cmd, "clip-generate")
 main.add_command(clip_direction_cmd, "clip-direction")
+main.add_command(segan_control_cmd, "segan-control")
+main.add_command(segan_compare_cmd, "segan-compare")
 
 if __name__ == "__main__":
     main()
