@@ -14,7 +14,7 @@ from conftest import cli_message
 def test_presets_resolve():
     from styleforge.train.presets import PRESETS, resolve_options, resolve_preset
 
-    assert set(PRESETS) == {"auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "cpu"}
+    assert set(PRESETS) == {"auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar", "cpu", "segan"}
     a = resolve_preset("auto", 256, gpus=1)
     assert (a.batch, a.mbstd, a.channel_base, a.lrate, a.ema_kimg, a.ema_rampup, a.map_layers) == \
         (16, 4, 16384, 0.0025, 5.0, 0.05, 2)
