@@ -31,6 +31,7 @@ with warnings.catch_warnings():
 from styleforge.ui import Engine, Limits  # noqa: E402
 from styleforge.ui.app import create_app  # noqa: E402
 from styleforge.ui.engine import FifoLock  # noqa: E402
+from ui_helpers import bad, decode  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +53,9 @@ def client(engine):
     return TestClient(create_app(engine), raise_server_exceptions=False)
 
 
-def decode(png: bytes) -> np.ndarray:
-    a = np.asarray(Image.open(io.BytesIO(png)))
-    return a[:, :, None] if a.ndim == 2 else a
-
-
 def alive(client) -> None:
     r = client.post("/api/generate", json={"seed": 0})
     assert r.status_code == 200 and decode(r.content).shape == (32, 32, 1)
-
-
-def bad(r, status: int, *words: str) -> dict:
-    assert r.status_code == status, (r.status_code, r.text)
-    body = r.json()
-    assert set(body) <= {"error", "param"} and body["error"], body
-    for w in words:
-        assert w in body["error"], body
-    return body
 
 
 def test_page_and_openapi(client):

@@ -30,6 +30,7 @@ from styleforge import zoo  # noqa: E402
 from styleforge.errors import StyleforgeError  # noqa: E402
 from styleforge.ui import Engine, Limits  # noqa: E402
 from styleforge.ui.app import create_app  # noqa: E402
+from ui_helpers import bad, decode  # noqa: E402
 
 NET = "cdcgan-mnist"
 NO_W = "cdcgan-mnist has no W space (a cdcgan baseline)"
@@ -58,11 +59,6 @@ def G(one_thread):
     return zoo.load_generator(NET, "cpu")[0]
 
 
-def decode(png: bytes) -> np.ndarray:
-    a = np.asarray(Image.open(io.BytesIO(png)))
-    return a[:, :, None] if a.ndim == 2 else a
-
-
 def z_of(seed: int, z_dim: int = 100) -> np.ndarray:
     return np.random.RandomState(seed).randn(1, z_dim)
 
@@ -83,15 +79,6 @@ def onehot(k: int, n: int = 1) -> torch.Tensor:
 def alive(client) -> None:
     r = client.post("/api/generate", json={"seed": 0, "class": 1})
     assert r.status_code == 200 and decode(r.content).shape == (32, 32, 1)
-
-
-def bad(r, status: int, *words: str) -> dict:
-    assert r.status_code == status, (r.status_code, r.text)
-    body = r.json()
-    assert set(body) <= {"error", "param"} and body["error"], body
-    for w in words:
-        assert w in body["error"], body
-    return body
 
 
 def test_info_says_what_a_baseline_supports(client):

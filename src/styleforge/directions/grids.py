@@ -36,9 +36,9 @@ class GridPages:
 def factor_grids(G: torch.nn.Module, directions: Sequence[Direction], seeds: Sequence[int],
                  strengths: Sequence[float], outdir: PathLike, truncation_psi: float = 0.7,
                  class_idx: Optional[int] = None, noise_mode: str = "const", batch_size: int = 8, title: str = "",
-                 callback: Optional[Callback] = None) -> GridPages:
-    """Render and write the grids, the overview and ``index.html`` (see the module doc). Each direction applies
-    to its own layers, with its own scale (GANSpace: strengths in standard deviations)."""
+                 callback: Optional[Callback] = None, overview_name: str = "overview.png") -> GridPages:
+    """Render and write the grids, the overview (file ``overview_name``) and ``index.html`` (see the module doc).
+    Each direction applies to its own layers, with its own scale (GANSpace: strengths in standard deviations)."""
     strengths = check_strengths(strengths)
     seeds = list(seeds)
     ws = seeds_to_ws(G, seeds, truncation_psi, class_idx).cpu().numpy()
@@ -58,7 +58,7 @@ def factor_grids(G: torch.nn.Module, directions: Sequence[Direction], seeds: Seq
             pages.grids.append(save_image(make_grid(frames, cols=len(strengths)), out / f"factor{k:02d}.png"))
     if out is None:
         return pages
-    pages.overview = save_image(make_grid(first_rows, cols=len(strengths)), out / "overview.png")
+    pages.overview = save_image(make_grid(first_rows, cols=len(strengths)), out / overview_name)
     pages.index = write_index(out / "index.html", directions, pages, seeds, strengths, G, truncation_psi, title)
     return pages
 

@@ -131,16 +131,17 @@ def evaluate_modes(runs: Dict[int, Path], data: PathLike, outdir: PathLike, cfg:
     detectors = detectors if detectors is not None else {}
     log = Path(outdir) / "metrics.jsonl"
     rep = reporter(callback)
+    done = {(r["mode"], r["snapshot"], r["metric"]) for r in _read_jsonl(log)}
     for m, run in runs.items():
         snaps = snapshots(Path(run))
         if not snaps:
             raise StyleforgeError(f"{run}: no network snapshot to evaluate")
         for kimg, snap in (snaps if cfg.every_snapshot else snaps[-1:]):
-            for name in cfg.metrics:
-                done = {(r["mode"], r["snapshot"], r["metric"]) for r in _read_jsonl(log)}
-                if (m, snap.name, name) in done:
-                    continue
-                G, _ = zoo.load_generator(str(snap), device=options.device)
+            todo = [name for name in cfg.metrics if (m, snap.name, name) not in done]
+            if not todo:
+                continue
+            G, _ = zoo.load_generator(str(snap), device=options.device)
+            for name in todo:
                 rep.note(f"mode {m}, {snap.name}: {name}")
                 is_ppl = name.startswith("ppl")
                 res = calc_metric(name, G, None if is_ppl else str(data), options=options, detectors=detectors,
@@ -151,6 +152,7 @@ def evaluate_modes(runs: Dict[int, Path], data: PathLike, outdir: PathLike, cfg:
                                     "detector": res.detector, "resize": res.resize,
                                     "ppl_distance": ("custom" if distance is not None else "lpips") if is_ppl else None,
                                     "time": res.total_time})
+                done.add((m, snap.name, name))
     return _read_jsonl(log)
 
 

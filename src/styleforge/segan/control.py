@@ -31,7 +31,7 @@ import torch
 from ..directions import Direction, parse_layers, save_directions
 from ..directions.grids import factor_grids
 from ..errors import StyleforgeError
-from ..utils.fileio import atomic_path, save_image, save_json
+from ..utils.fileio import save_image, save_json
 from ..utils.progress import Callback
 from .networks import is_segan
 
@@ -134,13 +134,9 @@ def control_grids(G: torch.nn.Module, directions: Sequence[Direction], seeds: Se
     seeds = list(seeds)
     pages = factor_grids(G, directions, seeds, values, outdir, truncation_psi, class_idx, noise_mode, batch_size,
                          title=f"SEGAN mode {G.mode} subspace coordinates of {network or 'the network'}",
-                         callback=callback)
+                         callback=callback, overview_name="control.png")  # the overview is the figure
     out = Path(pages.outdir)
-    figure = out / "control.png"
-    pages.overview.replace(figure)  # factor_grids' overview is exactly the figure: first seed, one row per direction
-    index_html = pages.index.read_text().replace("overview.png", "control.png")
-    with atomic_path(pages.index) as tmp:
-        Path(tmp).write_text(index_html)
+    figure = pages.overview
     import PIL.Image
 
     per_layer = []

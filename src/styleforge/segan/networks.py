@@ -38,7 +38,7 @@ from typing import List, NamedTuple, Optional
 import torch
 from torch import nn
 
-from ..networks.config import ConfigBase, check_choice, check_float, check_int, register_network, skip_init, skipping_init
+from ..networks.config import ConfigBase, check_choice, check_float, check_int, register_network, skipping_init
 from ..networks.generator import Generator, GeneratorConfig, SynthesisNetwork
 from ..networks.layers import SynthesisLayer, ToRGBLayer
 
@@ -226,4 +226,4 @@ def is_segan(G: nn.Module) -> bool:
 
 
 __all__ = ["MODES", "DEFAULT_MODE", "SubspaceConfig", "SeganGeneratorConfig", "Subspace", "SeganSynthesisLayer",
-           "SeganToRGBLayer", "SeganGenerator", "LayerInfo", "is_segan", "skip_init"]
+           "SeganToRGBLayer", "SeganGenerator", "LayerInfo", "is_segan"]
